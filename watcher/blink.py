@@ -1,0 +1,356 @@
+"""BlinkClient: the one place that talks HTTP to the Blink API.
+
+It owns the aiohttp session, applies the global rate limit, reads bodies with a
+size cap, and translates every aiohttp/JSON failure into ``errors.py`` types.
+Transient failures are retried here (tenacity, exponential backoff with full
+jitter, Retry-After honoured); callers see an ``Execution`` or one final error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Final, Self
+from urllib.parse import quote
+
+import aiohttp
+import structlog
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from watcher import __version__
+from watcher.config import BlinkConfig
+from watcher.errors import (
+    ApiError,
+    AuthError,
+    PermanentApiError,
+    TransientApiError,
+)
+from watcher.models import Execution, ExecutionKey, key_fields
+
+log = structlog.get_logger("watcher.blink")
+
+USER_AGENT: Final = f"blink-watcher/{__version__}"
+# Statuses that say "not now" rather than "no": SPEC §6.
+_RETRY_STATUSES: Final = frozenset({408, 425, 429})
+_MAX_ERROR_TEXT: Final = 200
+
+# (outcome, seconds) after every HTTP exchange: for metrics.
+ResponseObserver = Callable[[str, float], None]
+
+
+class RateLimiter:
+    """Paces requests to at most ``rate`` per second across every watch.
+
+    Virtual scheduling rather than a bucket: each request takes the next free
+    slot ``1/rate`` after the previous one, so there is no burst after an idle
+    spell that could trip the API's own limiter. A 429 halves the effective rate
+    and pauses everyone for Retry-After; each success wins back 1/50 of the
+    configured rate (additive increase, multiplicative decrease).
+    """
+
+    def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.configured_rate = rate_per_s
+        self.rate = rate_per_s
+        self._clock = clock
+        self._next_slot = 0.0
+
+    def delay(self) -> float:
+        """Reserve the next slot; how long the caller must wait for it."""
+        now = self._clock()
+        slot = max(self._next_slot, now)
+        if self.rate > 0:
+            self._next_slot = slot + 1.0 / self.rate
+        elif slot > now:  # unlimited, but paused by a Retry-After
+            self._next_slot = slot
+        return slot - now
+
+    async def acquire(self) -> None:
+        wait = self.delay()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def slow_down(self, retry_after_s: float | None) -> None:
+        if self.configured_rate > 0:
+            self.rate = max(self.configured_rate / 64, self.rate / 2)
+        if retry_after_s:
+            self._next_slot = max(self._next_slot, self._clock() + retry_after_s)
+
+    def recover(self) -> None:
+        if self.rate < self.configured_rate:
+            self.rate = min(self.configured_rate, self.rate + self.configured_rate / 50)
+
+
+def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
+    """Retry-After as seconds: delta-seconds (fractions tolerated) or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        from email.utils import parsedate_to_datetime
+
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
+    if seconds != seconds:  # NaN
+        return None
+    # A server asking for an hour gets 5 minutes: the poll schedule takes over after that.
+    return min(max(seconds, 0.0), 300.0)
+
+
+def backoff_delay(
+    attempt: int, base_s: float, max_s: float, retry_after_s: float | None = None
+) -> float:
+    """Full-jitter exponential backoff after failed try ``attempt`` (1-based).
+
+    Retry-After, when the server sent one, is a floor: we never come back sooner.
+    """
+    delay = random.uniform(0, min(max_s, base_s * 2 ** (attempt - 1)))
+    return max(delay, retry_after_s) if retry_after_s is not None else delay
+
+
+def _error_text(body: bytes, content_type: str) -> str:
+    """A short, printable reason from an error body (ErrorWrapper, HTML or nothing)."""
+    if not body:
+        return "empty body"
+    if "json" in content_type:
+        try:
+            obj = json.loads(body)
+        except ValueError:
+            obj = None
+        if isinstance(obj, dict):
+            parts = [obj.get("message"), obj.get("details")]
+            text = ": ".join(p for p in parts if isinstance(p, str) and p)
+            if text:
+                return text[:_MAX_ERROR_TEXT]
+    if "html" in content_type or body.lstrip()[:1] == b"<":
+        return "HTML error page"
+    return body[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip() or "unreadable body"
+
+
+class BlinkClient:
+    """Fetches executions from the Blink API. Use as an async context manager."""
+
+    def __init__(
+        self,
+        config: BlinkConfig,
+        *,
+        limiter: RateLimiter | None = None,
+        observer: ResponseObserver | None = None,
+    ) -> None:
+        if config.api_key is None:
+            raise ValueError("BlinkClient needs a resolved API key")
+        self.config = config
+        self.limiter = limiter or RateLimiter(config.rate_limit_per_s)
+        self._observer = observer
+        self._secret = config.api_key.reveal()
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+        self._params = {"withApplyView": "true"} if config.with_apply_view else None
+        self._timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
+
+    async def __aenter__(self) -> Self:
+        if self._closed:
+            raise RuntimeError("BlinkClient is closed")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                headers={
+                    "BLINK-API-KEY": self._secret,
+                    "accept": "application/json",
+                    "user-agent": USER_AGENT,
+                },
+                connector=aiohttp.TCPConnector(
+                    limit=self.config.max_concurrency, ttl_dns_cache=300
+                ),
+                timeout=self._timeout,
+                raise_for_status=False,
+            )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session; closing twice is harmless."""
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    def url_for(self, key: ExecutionKey) -> str:
+        ws, ex = key
+        base = self.config.base_url
+        return f"{base}/workspace/{quote(ws, safe='')}/executions/{quote(ex, safe='')}"
+
+    async def get_execution(self, key: ExecutionKey) -> Execution:
+        """The execution, after up to ``retry_attempts`` tries on transient failures.
+
+        Raises the final ``TransientApiError``, or ``AuthError``/``PermanentApiError``
+        at once (retrying those within a poll cannot help).
+        """
+        try:
+            return await self.fetch(key)
+        except TransientApiError as exc:
+            # The first try runs outside tenacity: its machinery costs about as
+            # much CPU as the request itself, and nearly every poll succeeds.
+            if self.config.retry_attempts == 1:
+                raise
+            await self._before_retry(key, exc, 1)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.retry_attempts - 1),
+            wait=self._tenacity_wait,
+            retry=retry_if_exception_type(TransientApiError),
+            before_sleep=self._tenacity_log,
+            reraise=True,
+        )
+        result: Execution = await retrying(self.fetch, key)
+        return result
+
+    def _wait_s(self, attempt: int, exc: BaseException | None) -> float:
+        retry_after = exc.retry_after_s if isinstance(exc, TransientApiError) else None
+        return backoff_delay(
+            attempt, self.config.retry_backoff_s, self.config.retry_backoff_max_s, retry_after
+        )
+
+    def _tenacity_wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        return self._wait_s(state.attempt_number + 1, exc)
+
+    async def _before_retry(self, key: ExecutionKey, exc: TransientApiError, attempt: int) -> None:
+        delay = self._wait_s(attempt, exc)
+        self._log_retry(key, exc, attempt, delay)
+        await asyncio.sleep(delay)
+
+    def _tenacity_log(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0.0
+        if isinstance(exc, TransientApiError):
+            self._log_retry(state.args[0], exc, state.attempt_number + 1, delay)
+
+    def _log_retry(self, key: ExecutionKey, exc: ApiError, attempt: int, delay_s: float) -> None:
+        log.info(
+            "api.retry",
+            **key_fields(key),
+            attempt=attempt,
+            of=self.config.retry_attempts,
+            reason=str(exc),
+            status=exc.status,
+            retry_in_s=round(delay_s, 3),
+        )
+
+    async def fetch(self, key: ExecutionKey) -> Execution:
+        """One request, no retries: an ``Execution`` or an ``ApiError``."""
+        if self._session is None:
+            raise RuntimeError("BlinkClient is not open (use 'async with')")
+        await self.limiter.acquire()
+        started = time.monotonic()
+        outcome = "transient"
+        try:
+            result = await self._request(key)
+            outcome = "ok"
+            self.limiter.recover()
+            return result
+        except TransientApiError as exc:
+            if exc.status == 429:
+                self.limiter.slow_down(exc.retry_after_s)
+            raise
+        except AuthError:
+            outcome = "auth"
+            raise
+        except PermanentApiError as exc:
+            outcome = "not_found" if exc.status == 404 else "invalid"
+            raise
+        finally:
+            if self._observer is not None:
+                self._observer(outcome, time.monotonic() - started)
+
+    async def _request(self, key: ExecutionKey) -> Execution:
+        assert self._session is not None
+        try:
+            async with self._session.get(
+                self.url_for(key), params=self._params, allow_redirects=False
+            ) as resp:
+                status = resp.status
+                body = await self._read_capped(resp)
+                content_type = resp.headers.get("content-type", "")
+                retry_after = resp.headers.get("retry-after")
+        except TransientApiError:
+            raise
+        except TimeoutError:
+            raise TransientApiError(
+                f"no answer within {self.config.request_timeout_s:g}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransientApiError(self._scrub(f"{type(exc).__name__}: {exc}")) from None
+        if status == 200:
+            return self._parse(body)
+        self._raise_for(status, body, content_type, retry_after)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        cap = self.config.max_response_bytes
+        if resp.content_length is not None:
+            if resp.content_length > cap:
+                raise TransientApiError(
+                    f"response of {resp.content_length} bytes exceeds the {cap}-byte cap",
+                    status=resp.status,
+                )
+            return await resp.read()
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > cap:
+                raise TransientApiError(f"response exceeds the {cap}-byte cap", status=resp.status)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _parse(self, body: bytes) -> Execution:
+        try:
+            obj: Any = json.loads(body)
+        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
+            kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON"
+            raise TransientApiError(f"200 response body is {kind}", status=200) from None
+        if not isinstance(obj, dict):
+            raise TransientApiError(
+                f"200 response body is a JSON {type(obj).__name__}, not an object", status=200
+            )
+        return Execution.from_api(obj)
+
+    def _raise_for(
+        self, status: int, body: bytes, content_type: str, retry_after: str | None
+    ) -> None:
+        reason = self._scrub(_error_text(body, content_type))
+        if status in (401, 403):
+            raise AuthError(
+                f"HTTP {status}: {reason} (check the API key and its access to the workspace)",
+                status=status,
+            )
+        if status in (400, 404):
+            raise PermanentApiError(f"HTTP {status}: {reason}", status=status)
+        if status in _RETRY_STATUSES or status >= 500:
+            raise TransientApiError(
+                f"HTTP {status}: {reason}",
+                status=status,
+                retry_after_s=parse_retry_after(retry_after),
+            )
+        # Anything else (3xx we refuse to follow, 204, 409, 422 ...) says nothing
+        # definitive about the execution, so it must not end the watch.
+        raise TransientApiError(f"unexpected HTTP {status}: {reason}", status=status)
+
+    def _scrub(self, text: str) -> str:
+        # Belt and braces: an error page or exception text that echoes our own
+        # request headers must not carry the key into a log line.
+        return text.replace(self._secret, "<redacted>") if self._secret in text else text

@@ -1,0 +1,140 @@
+"""Arguments -> load config -> configure logging -> run the command -> exit code.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage error, 78 configuration
+error (EX_CONFIG), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from typing import Final
+
+from watcher import __version__
+from watcher.config import Config, default_config_path, effective_config_toml, load_config
+from watcher.errors import ConfigError, StoreError
+
+EX_OK: Final = 0
+EX_FAILURE: Final = 1
+EX_USAGE: Final = 2
+EX_CONFIG: Final = 78
+EX_INTERRUPTED: Final = 130
+
+
+def _config_arg(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    parser.add_argument(
+        "-c",
+        "--config",
+        metavar="FILE",
+        default=None if not required else argparse.SUPPRESS,
+        help="config file (default: $BLINK_WATCHER_CONFIG, else /etc/blink-watcher/config.toml)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blink-watcher",
+        description="Watch Blink executions until they end; deliver how they ended.",
+    )
+    parser.add_argument("--version", action="version", version=f"blink-watcher {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the daemon until SIGTERM/SIGINT")
+    _config_arg(run)
+    run.add_argument(
+        "--exit-when-done",
+        action="store_true",
+        help="exit 0 once every execution has its event and every delivery is settled",
+    )
+
+    check = sub.add_parser("check-config", help="validate and print the effective config")
+    _config_arg(check)
+
+    watch = sub.add_parser("watch", help="watch executions in the foreground")
+    _config_arg(watch, required=False)
+    watch.add_argument("ids", nargs="+", metavar="ID", help="EXEC_ID or WS_ID/EXEC_ID")
+    watch.add_argument("--workspace", help="workspace for IDs given without one")
+    watch.add_argument("--base-url", help="Blink API base URL")
+    watch.add_argument("--interval", type=float, help="seconds between polls")
+
+    status = sub.add_parser("status", help="what the daemon is watching and delivering")
+    _config_arg(status)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    deliveries = sub.add_parser("deliveries", help="pending and dead-lettered deliveries")
+    _config_arg(deliveries)
+    deliveries.add_argument(
+        "--retry-dead", action="store_true", help="queue every dead letter again"
+    )
+    deliveries.add_argument("--json", action="store_true", help="machine-readable output")
+
+    demo = sub.add_parser("demo", help="the whole product against a simulated Blink API")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's working directory")
+    return parser
+
+
+def _load(args: argparse.Namespace, *, resolve_secrets: bool = True) -> Config:
+    path = getattr(args, "config", None) or default_config_path()
+    return load_config(path, resolve_secrets=resolve_secrets)
+
+
+def _fail(message: str) -> None:
+    print(f"blink-watcher: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``blink-watcher`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)  # exits 2 on usage errors
+    try:
+        return _dispatch(args)
+    except ConfigError as exc:
+        _fail(f"configuration error: {exc}")
+        return EX_CONFIG
+    except StoreError as exc:
+        _fail(str(exc))
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return EX_INTERRUPTED
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "check-config":
+        config = _load(args)
+        sys.stdout.write(effective_config_toml(config))
+        print(f"# OK: {args.config or default_config_path()}", file=sys.stderr)
+        return EX_OK
+    if command == "run":
+        return _run(_load(args), exit_when_done=args.exit_when_done)
+    if command == "status":
+        from watcher.report import status
+
+        return status(_load(args, resolve_secrets=False), as_json=args.json)
+    if command == "deliveries":
+        from watcher.report import deliveries
+
+        return deliveries(
+            _load(args, resolve_secrets=False), retry_dead=args.retry_dead, as_json=args.json
+        )
+    if command == "watch":
+        from watcher.watchcmd import watch
+
+        return watch(args)
+    if command == "demo":
+        from watcher.demo import demo
+
+        return demo(keep=args.keep)
+    raise AssertionError(command)  # pragma: no cover
+
+
+def _run(config: Config, *, exit_when_done: bool) -> int:
+    from watcher import logging as wlogging
+    from watcher.service import Service
+    from watcher.systemd import Notifier
+
+    wlogging.configure(config.log_level, config.log_format)
+    service = Service(config, exit_when_done=exit_when_done, notifier=Notifier.from_env())
+    return asyncio.run(service.run())

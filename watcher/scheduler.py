@@ -1,0 +1,309 @@
+"""When each execution is polled next, what each answer means, and when a watch ends.
+
+One ``DueQueue`` holds every watch by its next poll time and a fixed pool of
+``max_concurrency`` workers polls them, earliest first; the client applies the
+global rate limit. A watch ends with exactly one ``Event``, handed to
+``on_event`` (which stores it durably) before the watch is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, NoReturn, Protocol
+
+import structlog
+
+from watcher.config import PollConfig
+from watcher.duequeue import DueQueue, work_off
+from watcher.errors import AuthError, PermanentApiError, StoreError, TransientApiError
+from watcher.models import Event, EventType, Execution, ExecutionKey, key_fields
+from watcher.store import WatchRow
+
+log = structlog.get_logger("watcher.scheduler")
+
+# States we know mean "not over yet"; anything else that is not terminal is
+# still polled, but logged once so an operator can add it to terminal_states.
+KNOWN_ACTIVE_STATES: Final = frozenset(
+    s.casefold()
+    for s in (
+        "Pending", "Queued", "Scheduled", "Created", "New", "Starting", "Started", "Running",
+        "In Progress", "InProgress", "Waiting", "Paused", "Suspended", "Cancelling", "Canceling",
+        "Retrying", "Resuming",
+    )
+)  # fmt: skip
+
+
+class Fetcher(Protocol):
+    async def get_execution(self, key: ExecutionKey) -> Execution: ...
+
+
+class WatchStore(Protocol):
+    def save_watch(self, row: WatchRow) -> None: ...
+    def forget_watch(self, key: ExecutionKey) -> None: ...
+    async def last_response(self, key: ExecutionKey) -> dict[str, object] | None: ...
+
+
+EventHandler = Callable[[Event], Awaitable[None]]
+
+
+class Watch:
+    """One execution being followed. Slotted: 100,000 of these must stay small."""
+
+    __slots__ = (
+        "active",
+        "changed_at",
+        "first_seen_at",
+        "key",
+        "level",
+        "not_found",
+        "polls",
+        "state",
+    )
+
+    def __init__(
+        self, key: ExecutionKey, first_seen_at: float, state: str | None = None, polls: int = 0
+    ) -> None:
+        self.key = key
+        self.state = state
+        self.polls = polls
+        self.first_seen_at = first_seen_at
+        self.changed_at = first_seen_at
+        self.level = 0  # how many times the interval has grown since the last change
+        self.not_found = 0  # consecutive 404s
+        self.active = True
+
+
+def poll_delay_s(poll: PollConfig, level: int, rng: Callable[[], float] = random.random) -> float:
+    """The wait before the next poll: ``interval * backoff**level``, capped, +/- jitter."""
+    base = min(poll.max_interval_s, poll.interval_s * poll.backoff**level)
+    return base * (1.0 + poll.jitter * (2.0 * rng() - 1.0))
+
+
+class Scheduler:
+    """Polls every watched execution until it ends. ``run()`` works until cancelled."""
+
+    def __init__(
+        self,
+        poll: PollConfig,
+        client: Fetcher,
+        store: WatchStore,
+        on_event: EventHandler,
+        *,
+        concurrency: int,
+        wall: Callable[[], float] = time.time,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.poll = poll
+        self.client = client
+        self.concurrency = concurrency
+        self._store = store
+        self._on_event = on_event
+        self._wall = wall
+        self._rng = rng
+        self._due: DueQueue[Watch] = DueQueue()
+        self._watches: dict[ExecutionKey, Watch] = {}
+        self._unknown_states: set[str] = set()
+        self.auth_failing = False
+        self.last_ok_at: float | None = None
+        self.finished = 0
+        self.all_done = asyncio.Event()
+        self.all_done.set()
+
+    # --- what is watched -----------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._watches)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._watches
+
+    def watched_keys(self) -> list[ExecutionKey]:
+        return list(self._watches)
+
+    def add(self, key: ExecutionKey, resume: WatchRow | None = None) -> None:
+        """Start watching ``key`` (first poll right away), resuming stored progress."""
+        self.add_many([key], {} if resume is None else {key: resume})
+
+    def add_many(self, keys: list[ExecutionKey], resumed: dict[ExecutionKey, WatchRow]) -> None:
+        """Start watching each of ``keys``, resuming those found in ``resumed``."""
+        now = self._wall()  # one float shared by every new watch
+        for key in keys:
+            if key in self._watches:
+                continue
+            row = resumed.get(key)
+            if row is None:
+                watch = Watch(key, now)
+            else:
+                watch = Watch(key, row.first_seen_at, row.state, row.polls)
+                watch.changed_at = row.changed_at
+            self._watches[key] = watch
+            self._due.push(0.0, watch)
+        if self._watches:
+            self.all_done.clear()
+
+    def remove(self, key: ExecutionKey) -> None:
+        """Stop watching ``key`` without an event (it left the configuration)."""
+        watch = self._watches.pop(key, None)
+        if watch is not None:
+            watch.active = False  # its heap entry is skipped when it falls due
+            self._store.forget_watch(key)
+            self._check_done()
+
+    def _check_done(self) -> None:
+        if not self._watches:
+            self.all_done.set()
+
+    # --- polling -------------------------------------------------------------------------
+
+    async def run(self) -> NoReturn:
+        await work_off(self._due, self._poll, self.concurrency)
+
+    def _schedule(self, watch: Watch, delay_s: float) -> None:
+        deadline_in = watch.first_seen_at + self.poll.max_watch_s - self._wall()
+        if deadline_in > 0:
+            # Never sleep past max_watch: the timeout fires at the poll right after it.
+            delay_s = min(delay_s, deadline_in)
+        self._due.push(asyncio.get_running_loop().time() + delay_s, watch)
+
+    async def _poll(self, watch: Watch) -> None:
+        if not watch.active:
+            return
+        delay: float | None = 0.0  # if cancelled mid-poll, the watch goes back in the queue
+        try:
+            delay = await self._poll_once(watch)
+        finally:
+            if delay is not None and watch.active:
+                self._schedule(watch, delay)
+
+    async def _poll_once(self, watch: Watch) -> float | None:
+        """Poll once; the delay until the next poll, or None when the watch ended."""
+        try:
+            execution = await self.client.get_execution(watch.key)
+        except TransientApiError as exc:
+            return await self._after_failure(watch, exc)
+        except AuthError as exc:
+            return self._after_auth_error(watch, exc)
+        except PermanentApiError as exc:
+            return await self._after_permanent(watch, exc)
+        except Exception:
+            # A bug must cost one poll, not the daemon: keep the watch, slow it down.
+            log.exception("poll.crashed", **key_fields(watch.key))
+            return self.poll.max_interval_s
+        return await self._after_response(watch, execution)
+
+    async def _after_response(self, watch: Watch, execution: Execution) -> float | None:
+        now = self._wall()
+        self.last_ok_at = now
+        if self.auth_failing:
+            self.auth_failing = False
+            log.info("api.auth_recovered")
+        watch.polls += 1
+        watch.not_found = 0
+        state = execution.reported_state
+        if self.poll.is_terminal(state):
+            return await self._finish(watch, "execution.finished", state, execution)
+        if state != watch.state or watch.polls == 1:
+            if state is not None:
+                state = sys.intern(state)  # 100,000 watches share a handful of strings
+            log.debug("execution.state", **key_fields(watch.key), state=state, was=watch.state)
+            watch.state = state
+            watch.changed_at = now
+            watch.level = 0
+            self._store.save_watch(
+                WatchRow(
+                    watch.key, state, watch.polls, watch.first_seen_at, now, execution.to_record()
+                )
+            )
+            if state is not None and state.casefold() not in KNOWN_ACTIVE_STATES:
+                self._note_unknown(watch, state)
+        elif self.poll.interval_s * self.poll.backoff**watch.level < self.poll.max_interval_s:
+            watch.level += 1
+        if now >= watch.first_seen_at + self.poll.max_watch_s:
+            return await self._finish(watch, "execution.watch_timeout", watch.state, execution)
+        return poll_delay_s(self.poll, watch.level, self._rng)
+
+    def _note_unknown(self, watch: Watch, state: str) -> None:
+        folded = state.casefold()
+        if folded not in self._unknown_states:
+            self._unknown_states.add(folded)
+            log.warning(
+                "execution.unknown_state",
+                **key_fields(watch.key),
+                state=state,
+                hint="still polling; add it to poll.terminal_states if it means the run is over",
+            )
+
+    async def _after_failure(self, watch: Watch, exc: TransientApiError) -> float | None:
+        delay = poll_delay_s(self.poll, watch.level, self._rng)
+        log.warning(
+            "poll.failed",
+            **key_fields(watch.key),
+            reason=str(exc),
+            status=exc.status,
+            next_poll_in_s=round(delay, 3),
+        )
+        return await self._unless_timed_out(watch, delay)
+
+    def _after_auth_error(self, watch: Watch, exc: AuthError) -> float:
+        if not self.auth_failing:
+            self.auth_failing = True
+            log.error(
+                "api.auth_failed",
+                **key_fields(watch.key),
+                status=exc.status,
+                reason=str(exc),
+                action="fix the API key (blink.api_key_file / api_key_env) and reload; "
+                "polling continues at poll.max_interval",
+            )
+        return self.poll.max_interval_s
+
+    async def _after_permanent(self, watch: Watch, exc: PermanentApiError) -> float | None:
+        watch.polls += 1
+        if exc.status == 400:
+            log.warning("execution.invalid", **key_fields(watch.key), reason=str(exc))
+            return await self._finish(watch, "execution.invalid", watch.state, None)
+        watch.not_found += 1
+        if watch.not_found >= self.poll.not_found_grace:
+            log.warning(
+                "execution.not_found",
+                **key_fields(watch.key),
+                consecutive_404s=watch.not_found,
+            )
+            return await self._finish(watch, "execution.not_found", watch.state, None)
+        log.info(
+            "poll.not_found",
+            **key_fields(watch.key),
+            consecutive_404s=watch.not_found,
+            grace=self.poll.not_found_grace,
+        )
+        return await self._unless_timed_out(watch, poll_delay_s(self.poll, 0, self._rng))
+
+    async def _unless_timed_out(self, watch: Watch, delay_s: float) -> float | None:
+        if self._wall() >= watch.first_seen_at + self.poll.max_watch_s:
+            return await self._finish(watch, "execution.watch_timeout", watch.state, None)
+        return delay_s
+
+    async def _finish(
+        self, watch: Watch, kind: EventType, state: str | None, execution: Execution | None
+    ) -> float | None:
+        if execution is None and watch.polls:
+            # Not-found, invalid and timed-out watches carry what we last saw.
+            stored = await self._store.last_response(watch.key)
+            execution = None if stored is None else Execution.from_api(stored)
+        event = Event(kind, watch.key, state, execution, self._wall(), watch.polls)
+        try:
+            await self._on_event(event)
+        except StoreError as exc:
+            # Not stored means not produced: poll again later rather than lose it.
+            log.error("event.store_failed", **key_fields(watch.key), reason=str(exc))
+            return self.poll.max_interval_s
+        if self._watches.get(watch.key) is watch:
+            del self._watches[watch.key]
+        watch.active = False
+        self.finished += 1
+        self._check_done()
+        return None

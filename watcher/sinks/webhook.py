@@ -1,0 +1,96 @@
+"""The webhook sink: POST the event with Standard Webhooks headers and signature."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from typing import Final
+
+import aiohttp
+
+from watcher import __version__
+from watcher.blink import parse_retry_after
+from watcher.config import WebhookSinkConfig, redact_url
+from watcher.errors import DeliveryError
+
+USER_AGENT: Final = f"blink-watcher/{__version__}"
+# Statuses that mean "try again later" (SPEC §5); anything else non-2xx is final.
+RETRY_STATUSES: Final = frozenset({408, 425, 429})
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """The Standard Webhooks ``webhook-signature`` value for one attempt."""
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    to_sign = f"{msg_id}.{timestamp}.".encode() + body
+    digest = hmac.new(key, to_sign, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode()
+
+
+class WebhookSink:
+    """Delivers events to one URL. The outbox decides when to call ``deliver`` again."""
+
+    def __init__(self, config: WebhookSinkConfig) -> None:
+        self.config = config
+        self._secret = config.secret.reveal() if config.secret is not None else None
+        self._session: aiohttp.ClientSession | None = None
+        self._where = redact_url(config.url)
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
+                connector=aiohttp.TCPConnector(limit=self.config.max_in_flight),
+            )
+        return self._session
+
+    def headers(self, event_id: str, body: bytes, now_s: float | None = None) -> dict[str, str]:
+        timestamp = int(time.time() if now_s is None else now_s)
+        headers = dict(self.config.headers)
+        # The standard headers come last so a custom header cannot forge them.
+        headers.update(
+            {
+                "content-type": "application/json",
+                "user-agent": USER_AGENT,
+                "webhook-id": event_id,
+                "webhook-timestamp": str(timestamp),
+            }
+        )
+        if self._secret is not None:
+            headers["webhook-signature"] = sign(self._secret, event_id, timestamp, body)
+        return headers
+
+    async def deliver(self, event_id: str, body: bytes) -> None:
+        try:
+            async with self._client().post(
+                self.config.url,
+                data=body,
+                headers=self.headers(event_id, body),
+                allow_redirects=False,
+            ) as resp:
+                if 200 <= resp.status < 300:
+                    return
+                snippet = (await resp.content.read(200)).decode("utf-8", "replace").strip()
+                retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                status = resp.status
+        except TimeoutError:
+            raise DeliveryError(
+                f"no answer from {self._where} within {self.config.timeout_s:g}s", retryable=True
+            ) from None
+        except aiohttp.ClientError as exc:
+            # aiohttp may quote the URL, whose path or query can hold a token.
+            text = f"{type(exc).__name__}: {exc}".replace(self.config.url, self._where)
+            raise DeliveryError(text, retryable=True) from None
+        reason = f"HTTP {status} from {self._where}" + (f": {snippet}" if snippet else "")
+        retryable = status in RETRY_STATUSES or status >= 500
+        raise DeliveryError(reason, retryable=retryable, retry_after_s=retry_after)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
