@@ -124,6 +124,10 @@ class Scheduler:
     def watched_keys(self) -> list[ExecutionKey]:
         return list(self._watches)
 
+    def get(self, key: ExecutionKey) -> Watch | None:
+        """The live watch for ``key`` (read-only use: progress views)."""
+        return self._watches.get(key)
+
     def add(self, key: ExecutionKey, resume: WatchRow | None = None) -> None:
         """Start watching ``key`` (first poll right away), resuming stored progress."""
         self.add_many([key], {} if resume is None else {key: resume})
