@@ -12,15 +12,16 @@ import binascii
 import hashlib
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from watcher.errors import ConfigError
-from watcher.models import ExecutionKey
+from watcher.models import ExecutionKey, format_key
 
 DEFAULT_CONFIG_PATH: Final = "/etc/blink-watcher/config.toml"
 DEFAULT_BASE_URL: Final = "https://app.blinkops.com/api/v1"
@@ -33,6 +34,9 @@ DEFAULT_TERMINAL_STATES: Final = (
     "Skipped",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# RFC 9110 field-name (a token): "X Team" is refused by servers and "X:Team" would be
+# sent as header "X" with value "Team: ...".
+_HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 
 
 class Secret:
@@ -279,6 +283,8 @@ def redact_url(url: str) -> str:
     """A URL fit for logs: no user info, no query values (tokens hide there)."""
     parts = urlsplit(url)
     netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 literal: urlsplit dropped its brackets
+        netloc = f"[{netloc}]"
     if parts.port:
         netloc += f":{parts.port}"
     query = "&".join(f"{p.split('=', 1)[0]}=<redacted>" for p in parts.query.split("&") if p)
@@ -341,6 +347,8 @@ def _check_whsec(t: _Table, name: str, secret: Secret) -> None:
 def parse_execution(raw: str, default_ws: str | None, t: _Table, name: str) -> ExecutionKey:
     """``EXEC_ID`` (in ``blink.workspace_id``) or ``WS_ID/EXEC_ID``."""
     text = raw.strip()
+    if any(c.isspace() for c in text):
+        raise t.error(name, f"{raw!r} contains white space")
     parts = text.split("/")
     if len(parts) == 2 and all(parts):
         return parts[0], parts[1]
@@ -356,8 +364,6 @@ def parse_execution(raw: str, default_ws: str | None, t: _Table, name: str) -> E
 def _executions(t: _Table, default_ws: str | None, config_dir: Path) -> tuple[ExecutionKey, ...]:
     keys: dict[ExecutionKey, None] = {}  # insertion-ordered set: duplicates watched once
     for i, raw in enumerate(t.str_list("executions") or []):
-        if any(c.isspace() for c in raw.strip()):
-            raise t.error(f"executions[{i}]", f"{raw!r} contains white space")
         keys[parse_execution(raw, default_ws, t, f"executions[{i}]")] = None
     file_raw = t.text("executions_file")
     if file_raw is not None:
@@ -401,7 +407,9 @@ def _blink(t: _Table, config_dir: Path, resolve: bool) -> BlinkConfig:
         rate_limit_per_s=t.number("rate_limit", d.rate_limit_per_s, minimum=0),
         retry_attempts=t.number("retry_attempts", d.retry_attempts, integer=True, minimum=1),
         retry_backoff_s=backoff_s,
-        retry_backoff_max_s=t.number("retry_backoff_max", d.retry_backoff_max_s, minimum=backoff_s),
+        retry_backoff_max_s=t.number(
+            "retry_backoff_max", max(d.retry_backoff_max_s, backoff_s), minimum=backoff_s
+        ),
         max_response_bytes=t.number(
             "max_response_bytes", d.max_response_bytes, integer=True, minimum=1024
         ),
@@ -449,7 +457,7 @@ def _sink(t: _Table, config_dir: Path, resolve: bool, names: set[str]) -> SinkCo
         if headers_t is not None:
             for hname in headers_t.data:
                 value = headers_t.text(hname, required=True)
-                if any(c in hname + value for c in "\r\n\x00") or not hname.isascii():
+                if any(c in value for c in "\r\n\x00") or not _HEADER_NAME.fullmatch(hname):
                     raise headers_t.error(hname, "is not a valid HTTP header")
                 headers.append((hname, value))
         d_initial = 1.0
@@ -596,8 +604,16 @@ def _toml_value(value: Any) -> str:
         return "{ " + inner + " }" if inner else "{}"
     if isinstance(value, Iterable) and not isinstance(value, str):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{text}"'
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    # TOML basic strings forbid control characters other than tab, escaped or not.
+    escaped = "".join(
+        f"\\u{ord(c):04x}" if (c < " " and c != "\t") or c == "\x7f" else c
+        for c in text.replace("\\", "\\\\").replace('"', '\\"')
+    )
+    return f'"{escaped}"'
 
 
 def _toml_key(key: str) -> str:
@@ -618,7 +634,7 @@ def effective_config_toml(config: Config) -> str:
     out += _section_lines(
         "[blink]",
         {
-            "base_url": b.base_url,
+            "base_url": redact_url(b.base_url),
             "workspace_id": b.workspace_id,
             "api_key": f"<redacted, from {b.api_key_source}>",
             "with_apply_view": b.with_apply_view,
@@ -645,7 +661,7 @@ def effective_config_toml(config: Config) -> str:
         },
     )
     out += [f"[watch]  # {len(config.executions)} executions", "executions = ["]
-    out += [f'  "{ws}/{ex}",' for ws, ex in config.executions] + ["]", ""]
+    out += [f"  {_toml_string(format_key(key))}," for key in config.executions] + ["]", ""]
     out += _section_lines("[state]", {"path": str(config.state_path)})
     out += _section_lines("[logging]", {"level": config.log_level, "format": config.log_format})
     if config.server is not None:
@@ -655,22 +671,26 @@ def effective_config_toml(config: Config) -> str:
             "[server]", {"listen": f"{host}:{s.port}", "allow_remote": s.allow_remote}
         )
     for sink in config.sinks:
-        items: dict[str, Any] = {}
-        for f in fields(sink):
-            value = getattr(sink, f.name)
-            if f.name == "secret_source":
-                continue
-            if f.name == "secret":
-                source = getattr(sink, "secret_source", None)
-                value = None if source is None else f"<redacted, from {source}>"
-            elif f.name == "url":
-                value = redact_url(value)
-            elif f.name == "headers":
-                value = {k: "<redacted>" for k, _ in value}
-            elif isinstance(value, frozenset):
-                value = sorted(value)
-            elif isinstance(value, Path):
-                value = str(value)
-            items[f.name.removesuffix("_s")] = value
-        out += _section_lines("[[sinks]]", items)
+        out += _section_lines("[[sinks]]", _sink_items(sink))
     return "\n".join(out).rstrip() + "\n"
+
+
+def _sink_items(sink: SinkConfig) -> dict[str, Any]:
+    states = None if sink.states is None else sorted(sink.states)
+    if isinstance(sink, LogSinkConfig):
+        path = None if sink.path is None else str(sink.path)
+        return {"type": "log", "name": sink.name, "path": path, "states": states}
+    return {
+        "type": "webhook",
+        "name": sink.name,
+        "url": redact_url(sink.url),
+        "secret": None if sink.secret_source is None else f"<redacted, from {sink.secret_source}>",
+        "timeout": sink.timeout_s,
+        "max_attempts": sink.max_attempts,
+        "backoff_initial": sink.backoff_initial_s,
+        "backoff_max": sink.backoff_max_s,
+        "max_in_flight": sink.max_in_flight,
+        "headers": {k: "<redacted>" for k, _ in sink.headers} or None,
+        "states": states,
+        "allow_insecure_http": sink.allow_insecure_http,
+    }

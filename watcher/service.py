@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Final, Literal
 
 import structlog
@@ -72,6 +72,8 @@ class Service:
         self.client: BlinkClient
         self._tasks: list[asyncio.Task[object]] = []
         self._tg: asyncio.TaskGroup | None = None
+        # Called with each event once it is stored (the demo's live view listens here).
+        self.listeners: list[Callable[[Event], None]] = []
 
     # --- signals --------------------------------------------------------------------------
 
@@ -253,6 +255,8 @@ class Service:
         self.store_ok = True
         self.outbox.enqueue(event.event_id, body, sinks, event.key)
         self.metrics.event(event.event, event.state)
+        for listener in self.listeners:
+            listener(event)
         log.info(
             "event.produced",
             **key_fields(event.key),
