@@ -1,0 +1,121 @@
+"""Metrics, health and status from the real running daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.harness import API_KEY, wait_until, webhook_sink, write_config
+from watcher.sim import Simulator
+
+WS = "ws-main"
+SCRIPTS = [
+    {"workspace_id": WS, "execution_id": "done", "steps": ["Running", "Failed"]},
+    {"workspace_id": WS, "execution_id": "running", "steps": ["Running"]},
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def test_metrics_readiness_and_status_follow_the_run(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    port = free_port()
+    async with Simulator(api_key=API_KEY, scripts=SCRIPTS) as sim, aiohttp.ClientSession() as http:
+        config = write_config(
+            tmp_path / "config.toml",
+            sim,
+            ["done", "running"],
+            poll={"interval": 0.02, "max_interval": 0.05},
+            extra=f'[server]\nlisten = "127.0.0.1:{port}"',
+            sinks='[[sinks]]\ntype = "log"\n' + webhook_sink(sim),
+        )
+        daemon = await start_daemon("run", "-c", str(config))
+        base = f"http://127.0.0.1:{port}"
+
+        async def get(path: str) -> tuple[int, str]:
+            try:
+                async with http.get(base + path) as resp:
+                    return resp.status, await resp.text()
+            except aiohttp.ClientConnectionError:
+                return 0, ""
+
+        async def until(path: str, status: int) -> str:
+            deadline = asyncio.get_running_loop().time() + 15
+            while True:
+                code, body = await get(path)
+                if code == status:
+                    return body
+                assert asyncio.get_running_loop().time() < deadline, f"{path}: {code} {body}"
+                await asyncio.sleep(0.02)
+
+        await until("/healthz", 200)
+        ready = json.loads(await until("/readyz", 200))
+        assert ready == {"ready": True, "reason": "ok"}
+        await wait_until(lambda: b'"execution_id":"done"' in daemon.stdout, what="the event")
+        await wait_until(lambda: len(sim.deliveries) >= 1, what="the delivery")
+
+        _, text = await get("/metrics")
+        m = samples(text)
+        assert m[("blink_watcher_api_requests_total", (("outcome", "ok"),))] >= 3
+        assert (
+            m[
+                (
+                    "blink_watcher_events_total",
+                    (("event", "execution.finished"), ("state", "Failed")),
+                )
+            ]
+            == 1
+        )
+        assert m[("blink_watcher_watches", (("phase", "watching"),))] == 1
+        assert m[("blink_watcher_watches", (("phase", "finished"),))] == 1
+        assert m[("blink_watcher_api_last_success_timestamp_seconds", ())] > 0
+        assert ("blink_watcher_api_request_duration_seconds_count", ()) in m
+        sink_names = {labels for (name, labels) in m if name == "blink_watcher_deliveries_total"}
+        assert any(("result", "delivered") in labels for labels in sink_names)
+
+        # The key is rejected: not ready, with the reason; accepted again: ready.
+        sim.set_api_key("a-rotated-key")
+        not_ready = json.loads(await until("/readyz", 503))
+        assert "401" in not_ready["reason"]
+        _, text = await get("/metrics")
+        assert samples(text)[("blink_watcher_api_requests_total", (("outcome", "auth"),))] >= 1
+        sim.set_api_key(API_KEY)
+        await until("/readyz", 200)
+
+        status = await (await start_daemon("status", "-c", str(config), "--json")).finish()
+        assert status.returncode == 0, status.stderr
+        data = json.loads(status.stdout)
+        assert [w["execution_id"] for w in data["watching"]] == ["running"]
+        assert data["watching"][0]["state"] == "Running"
+        assert [e["execution_id"] for e in data["recent_events"]] == ["done"]
+        assert data["deliveries"]["delivered"] + data["deliveries"]["pending"] == 2
+
+        human = await (await start_daemon("status", "-c", str(config))).finish()
+        assert "Watching 1 execution(s)" in human.stdout
+        assert "ws-main/running" in human.stdout
+
+        daemon.signal(signal.SIGTERM)
+        run = await daemon.finish()
+        assert run.returncode == 0
+        run.assert_no_secrets()
