@@ -105,7 +105,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "check-config":
         config = _load(args)
         sys.stdout.write(effective_config_toml(config))
-        print(f"# OK: {args.config or default_config_path()}", file=sys.stderr)
+        print(f"# OK: {config.file}", file=sys.stderr)
         return EX_OK
     if command == "run":
         return _run(_load(args), exit_when_done=args.exit_when_done)
