@@ -123,7 +123,7 @@ def _error_text(body: bytes, content_type: str) -> str:
     if "json" in content_type:
         try:
             obj = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
             obj = None
         if isinstance(obj, dict):
             parts = [obj.get("message"), obj.get("details")]
@@ -284,7 +284,7 @@ class BlinkClient:
             ) as resp:
                 status = resp.status
                 body = await self._read_capped(resp)
-                content_type = resp.headers.get("content-type", "")
+                content_type = resp.headers.get("content-type", "").lower()
                 retry_after = resp.headers.get("retry-after")
         except TransientApiError:
             raise
@@ -320,7 +320,7 @@ class BlinkClient:
     def _parse(self, body: bytes) -> Execution:
         try:
             obj: Any = json.loads(body)
-        except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError both
+        except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; deep nesting
             kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON"
             raise TransientApiError(f"200 response body is {kind}", status=200) from None
         if not isinstance(obj, dict):
@@ -332,6 +332,9 @@ class BlinkClient:
     def _raise_for(
         self, status: int, body: bytes, content_type: str, retry_after: str | None
     ) -> None:
+        # Scrub the whole body before it is cut short: a key straddling the cut would
+        # otherwise leak its first characters.
+        body = body.replace(self._secret.encode(), b"<redacted>")
         reason = self._scrub(_error_text(body, content_type))
         if status in (401, 403):
             raise AuthError(

@@ -184,4 +184,9 @@ class Event:
 
     def to_json(self) -> bytes:
         """The exact bytes every sink delivers (and the webhook signature covers)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
+        text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        # The API may send a lone surrogate ("\ud800" is valid JSON) that UTF-8 cannot
+        # encode. It can only sit inside a JSON string, where backslashreplace writes
+        # exactly the JSON escape "\ud800": the body stays valid UTF-8 and decodes to
+        # the same text, instead of the event never being produced.
+        return text.encode("utf-8", "backslashreplace")
