@@ -814,3 +814,24 @@ def test_effective_config_escapes_control_characters(load: Load) -> None:
 )  # fmt: skip
 def test_redact_url_drops_user_info_and_query_values(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize("name", ["Webhook-Id", "content-type", "USER-AGENT", "webhook-signature"])
+def test_custom_headers_cannot_override_standard_ones(fail: Fail, name: str) -> None:
+    error = fail(WEBHOOK + f'headers = {{ "{name}" = "x" }}\n')
+    assert error.key == f"sinks[0].headers.{name}"
+    assert "set by blink-watcher" in error.message
+
+
+def test_an_empty_sink_list_is_an_error(fail: Fail) -> None:
+    error = fail("sinks = []\n")
+    assert error.key == "sinks"
+
+
+def test_executions_file_resolves_next_to_the_config_file(
+    load: Load, write: Write, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CONFIGURATION_DIRECTORY", str(tmp_path / "elsewhere"))
+    write("ws/ex-1\n", "conf/ids.txt")
+    config = load('[watch]\nexecutions_file = "ids.txt"\n', "conf/config.toml")
+    assert config.executions == (("ws", "ex-1"),)

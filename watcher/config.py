@@ -34,6 +34,11 @@ DEFAULT_TERMINAL_STATES: Final = (
     "Skipped",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# Webhook headers a [[sinks]] headers table may not override (case-insensitive).
+RESERVED_HEADERS: Final = frozenset(
+    {"content-type", "content-length", "user-agent", "webhook-id", "webhook-timestamp",
+     "webhook-signature", "host"}
+)  # fmt: skip
 # RFC 9110 field-name (a token): "X Team" is refused by servers and "X:Team" would be
 # sent as header "X" with value "Team: ...".
 _HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -341,7 +346,7 @@ def _check_whsec(t: _Table, name: str, secret: Secret) -> None:
         key = b""
     if not key:
         # Never echo the secret itself, not even a prefix of it.
-        raise t.error(name, 'the secret must be "whsec_" followed by base64 (Standard Webhooks)')
+        raise t.error(name, 'the secret must be base64, as in "whsec_<base64>" (Standard Webhooks)')
 
 
 def parse_execution(raw: str, default_ws: str | None, t: _Table, name: str) -> ExecutionKey:
@@ -367,7 +372,7 @@ def _executions(t: _Table, default_ws: str | None, config_dir: Path) -> tuple[Ex
         keys[parse_execution(raw, default_ws, t, f"executions[{i}]")] = None
     file_raw = t.text("executions_file")
     if file_raw is not None:
-        path = _env_path(file_raw, "CONFIGURATION_DIRECTORY", config_dir)
+        path = config_dir / Path(file_raw).expanduser()
         try:
             lines = path.read_text(encoding="utf-8").splitlines()
         except (OSError, UnicodeDecodeError) as exc:
@@ -459,6 +464,8 @@ def _sink(t: _Table, config_dir: Path, resolve: bool, names: set[str]) -> SinkCo
                 value = headers_t.text(hname, required=True)
                 if any(c in value for c in "\r\n\x00") or not _HEADER_NAME.fullmatch(hname):
                     raise headers_t.error(hname, "is not a valid HTTP header")
+                if hname.lower() in RESERVED_HEADERS:
+                    raise headers_t.error(hname, "is set by blink-watcher itself")
                 headers.append((hname, value))
         d_initial = 1.0
         initial = t.number("backoff_initial", d_initial, above=0)
@@ -550,6 +557,9 @@ def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = 
     raw_sinks = data.get("sinks", [{"type": "log"}])
     if not isinstance(raw_sinks, list) or not all(isinstance(s, dict) for s in raw_sinks):
         raise ConfigError(file, "sinks", "must be an array of tables ([[sinks]])")
+    if not raw_sinks:
+        # Results that go nowhere would still mark executions as reported.
+        raise ConfigError(file, "sinks", "must name at least one sink (omit it for the log sink)")
     names: set[str] = set()
     sinks = tuple(
         _sink(_Table(file, f"sinks[{i}]", s), config_dir, resolve_secrets, names)
