@@ -144,12 +144,14 @@ class BlinkClient:
         *,
         limiter: RateLimiter | None = None,
         observer: ResponseObserver | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
         if config.api_key is None:
             raise ValueError("BlinkClient needs a resolved API key")
         self.config = config
         self.limiter = limiter or RateLimiter(config.rate_limit_per_s)
         self._observer = observer
+        self._on_retry = on_retry
         self._secret = config.api_key.reveal()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -240,6 +242,8 @@ class BlinkClient:
             self._log_retry(state.args[0], exc, state.attempt_number + 1, delay)
 
     def _log_retry(self, key: ExecutionKey, exc: ApiError, attempt: int, delay_s: float) -> None:
+        if self._on_retry is not None:
+            self._on_retry()
         log.info(
             "api.retry",
             **key_fields(key),

@@ -270,8 +270,9 @@ class Service:
 
     def _new_client(self, config: Config) -> BlinkClient:
         register_secrets(config)
-        client = BlinkClient(config.blink, observer=self.metrics.api_response)
-        return client
+        return BlinkClient(
+            config.blink, observer=self.metrics.api_response, on_retry=self.metrics.api_retries.inc
+        )
 
     async def _reload(self) -> None:
         self.notifier.reloading()

@@ -17,7 +17,7 @@ from watcher.sim import Simulator
 
 WS = "ws-main"
 SCRIPTS = [
-    {"workspace_id": WS, "execution_id": "done", "steps": ["Running", "Failed"]},
+    {"workspace_id": WS, "execution_id": "done", "steps": ["Running", "!503", "Failed"]},
     {"workspace_id": WS, "execution_id": "running", "steps": ["Running"]},
 ]
 
@@ -90,6 +90,7 @@ async def test_metrics_readiness_and_status_follow_the_run(
         assert m[("blink_watcher_watches", (("phase", "watching"),))] == 1
         assert m[("blink_watcher_watches", (("phase", "finished"),))] == 1
         assert m[("blink_watcher_api_last_success_timestamp_seconds", ())] > 0
+        assert m[("blink_watcher_api_retries_total", ())] >= 1
         assert ("blink_watcher_api_request_duration_seconds_count", ()) in m
         sink_names = {labels for (name, labels) in m if name == "blink_watcher_deliveries_total"}
         assert any(("result", "delivered") in labels for labels in sink_names)
