@@ -162,8 +162,11 @@ class Outbox:
             del self._lanes[name]
             if lane.task is not None:
                 lane.task.cancel()
-            for delivery in lane.queue.drain_items():
-                self._pending.pop((delivery.event_id, delivery.sink), None)
+            lane.queue.drain_items()
+            # Not only the queued ones: an attempt in flight (or handed to a worker)
+            # goes back into this dead lane's queue when cancelled, never to run.
+            for pending_key in [k for k in self._pending if k[1] == name]:
+                del self._pending[pending_key]
         for name, sink in new.items():
             if name not in self._lanes:
                 lane = self._lanes[name] = _Lane(sink, DueQueue())

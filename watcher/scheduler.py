@@ -179,6 +179,10 @@ class Scheduler:
         delay: float | None = 0.0  # if cancelled mid-poll, the watch goes back in the queue
         try:
             delay = await self._poll_once(watch)
+        except Exception:
+            # work_off's handler must not raise: a bug (say in on_event) costs one poll.
+            log.exception("poll.crashed", **key_fields(watch.key))
+            delay = self.poll.max_interval_s
         finally:
             if delay is not None and watch.active:
                 self._schedule(watch, delay)
@@ -200,6 +204,8 @@ class Scheduler:
         return await self._after_response(watch, execution)
 
     async def _after_response(self, watch: Watch, execution: Execution) -> float | None:
+        if not watch.active:
+            return None  # removed while the request was in flight: no write, no event
         now = self._wall()
         self.last_ok_at = now
         if self.auth_failing:
@@ -294,12 +300,14 @@ class Scheduler:
     async def _finish(
         self, watch: Watch, kind: EventType, state: str | None, execution: Execution | None
     ) -> float | None:
-        if execution is None and watch.polls:
-            # Not-found, invalid and timed-out watches carry what we last saw.
-            stored = await self._store.last_response(watch.key)
-            execution = None if stored is None else Execution.from_api(stored)
-        event = Event(kind, watch.key, state, execution, self._wall(), watch.polls)
+        if not watch.active:
+            return None  # removed (no longer configured) while its poll was in flight
         try:
+            if execution is None and watch.polls:
+                # Not-found, invalid and timed-out watches carry what we last saw.
+                stored = await self._store.last_response(watch.key)
+                execution = None if stored is None else Execution.from_api(stored)
+            event = Event(kind, watch.key, state, execution, self._wall(), watch.polls)
             await self._on_event(event)
         except StoreError as exc:
             # Not stored means not produced: poll again later rather than lose it.

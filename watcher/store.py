@@ -248,6 +248,7 @@ class Store:
             ).fetchall()
             return [WatchRow((r[0], r[1]), r[2], r[3], r[4], r[5]) for r in rows]
 
+        await self.flush()  # a read sees every write queued before it
         return await self._run(read)
 
     async def finished_keys(self, keys: Iterable[ExecutionKey] | None = None) -> set[ExecutionKey]:
@@ -279,6 +280,9 @@ class Store:
 
     async def open_deliveries(self, status: DeliveryStatus = "pending") -> list[DeliveryRow]:
         """Deliveries with ``status`` (with their event bodies), oldest first."""
+        # Outcomes are queued unwaited: without the flush, a delivery just made
+        # would read as pending, and a reload's restore() would send it again.
+        await self.flush()
         return await self._run(lambda: query_deliveries(self._db(), (status,)))
 
     # --- writes ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import time
 from typing import Final
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -28,6 +29,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
+def _url_secrets(url: str) -> tuple[str, ...]:
+    """The parts of ``url`` that may be credentials: every query value and the password."""
+    parts = urlsplit(url)
+    values = [p.split("=", 1)[1] for p in parts.query.split("&") if "=" in p]
+    values.append(parts.password or "")
+    # Longest first, so a value that contains another is replaced whole; short
+    # values ("1", "on") are not secrets, and replacing them would garble the text.
+    return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
+
+
 class WebhookSink:
     """Delivers events to one URL. The outbox decides when to call ``deliver`` again."""
 
@@ -36,6 +47,7 @@ class WebhookSink:
         self._secret = config.secret.reveal() if config.secret is not None else None
         self._session: aiohttp.ClientSession | None = None
         self._where = redact_url(config.url)
+        self._url_secrets = _url_secrets(config.url)
 
     @property
     def name(self) -> str:
@@ -65,6 +77,14 @@ class WebhookSink:
             headers["webhook-signature"] = sign(self._secret, event_id, timestamp, body)
         return headers
 
+    def _scrub(self, text: str) -> str:
+        # aiohttp may quote the URL, and a receiver's error page may echo the
+        # request: neither may carry a token from the URL into a log line.
+        text = text.replace(self.config.url, self._where)
+        for secret in self._url_secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
     async def deliver(self, event_id: str, body: bytes) -> None:
         try:
             async with self._client().post(
@@ -83,9 +103,10 @@ class WebhookSink:
                 f"no answer from {self._where} within {self.config.timeout_s:g}s", retryable=True
             ) from None
         except aiohttp.ClientError as exc:
-            # aiohttp may quote the URL, whose path or query can hold a token.
-            text = f"{type(exc).__name__}: {exc}".replace(self.config.url, self._where)
-            raise DeliveryError(text, retryable=True) from None
+            raise DeliveryError(
+                self._scrub(f"{type(exc).__name__}: {exc}"), retryable=True
+            ) from None
+        snippet = self._scrub(snippet)
         reason = f"HTTP {status} from {self._where}" + (f": {snippet}" if snippet else "")
         retryable = status in RETRY_STATUSES or status >= 500
         raise DeliveryError(reason, retryable=retryable, retry_after_s=retry_after)
