@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
 from watcher.errors import StoreError
 from watcher.models import ExecutionKey
@@ -346,3 +347,51 @@ async def test_a_read_sees_every_write_queued_before_it(store: Store) -> None:
 
     assert await store.open_deliveries() == []
     assert [r.key for r in await store.load_watches()] == [OTHER]
+
+
+# --- a disk that refuses writes -------------------------------------------------------------
+
+
+class FlakyDisk:
+    """Stands in for the SQLite write of a batch: fails ``failures`` times, then writes."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+        self._real = store._write_batch
+        store._write_batch = self  # type: ignore[method-assign]
+
+    def __call__(self, *args: object) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise sqlite3.OperationalError("disk I/O error")
+        self._real(*args)  # type: ignore[arg-type]
+
+
+async def test_failed_background_writes_are_kept_and_retried(
+    store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("watcher.store._RETRY_MIN_S", 0.001)
+    disk = FlakyDisk(store, failures=2)
+    with capture_logs() as logs:
+        store.save_watch(watch(state="Running"))
+        await store.flush()
+    assert disk.calls == 3
+    assert store.healthy
+    assert [r.state for r in await store.load_watches()] == ["Running"]
+    names = [entry["event"] for entry in logs]
+    assert names.count("store.write_failed") == 1  # once per outage, not per retry
+    assert "store.write_recovered" in names
+
+
+async def test_a_waited_write_that_fails_raises_and_marks_the_store_unhealthy(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("watcher.store._RETRY_MIN_S", 0.001)
+    FlakyDisk(store, failures=1)
+    with pytest.raises(StoreError):
+        await store.record_event(event(), ["log"])
+    assert not store.healthy
+    await store.record_event(event(), ["log"])
+    assert store.healthy
+    assert await store.finished_keys() == {KEY}

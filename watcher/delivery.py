@@ -21,7 +21,7 @@ import structlog
 
 from watcher.blink import backoff_delay
 from watcher.duequeue import DueQueue, work_off
-from watcher.errors import DeliveryError
+from watcher.errors import DeliveryError, StoreError
 from watcher.models import ExecutionKey, key_fields
 from watcher.sinks import Sink
 from watcher.store import DeliveryRow, Store
@@ -117,7 +117,7 @@ class Outbox:
             if (row.event_id, row.sink) in self._pending:
                 continue
             delivery = Delivery(
-                row.event_id, row.sink, row.body, row.key, row.attempts, row.updated_at
+                row.event_id, row.sink, row.body, row.key, row.attempts, row.created_at
             )
             self._add(delivery, loop_now + max(0.0, row.next_attempt_at - wall_now))
             restored += 1
@@ -269,9 +269,21 @@ class Outbox:
                 self._observer(cfg.name, "retried")
             lane.queue.push(asyncio.get_running_loop().time() + delay, delivery)
             return
-        await self._store.update_delivery(
-            delivery.event_id, cfg.name, "dead", delivery.attempts, self._wall(), reason, wait=True
-        )
+        try:
+            await self._store.update_delivery(
+                delivery.event_id,
+                cfg.name,
+                "dead",
+                delivery.attempts,
+                self._wall(),
+                reason,
+                wait=True,
+            )
+        except StoreError as exc:
+            # Not recorded as dead means still pending: try again later, never drop it.
+            log.error("delivery.store_failed", **fields, store_error=str(exc))
+            lane.queue.push(asyncio.get_running_loop().time() + cfg.backoff_max_s, delivery)
+            return
         why = "not retryable" if not retryable else f"gave up after {delivery.attempts} attempts"
         log.error(
             "delivery.dead",

@@ -62,7 +62,6 @@ class Service:
         self.notifier = notifier or Notifier(None)
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
-        self.store_ok = True
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
         self._signals = 0
         self._force = asyncio.Event()
@@ -247,12 +246,7 @@ class Service:
         record = EventRecord(
             event.event_id, event.key, event.event, event.state, body, event.observed_at_s
         )
-        try:
-            await self.store.record_event(record, sinks)
-        except StoreError:
-            self.store_ok = False
-            raise
-        self.store_ok = True
+        await self.store.record_event(record, sinks)
         self.outbox.enqueue(event.event_id, body, sinks, event.key)
         self.metrics.event(event.event, event.state)
         for listener in self.listeners:
@@ -363,7 +357,7 @@ class Service:
         """(ready, reason) for /readyz."""
         if self.scheduler.auth_failing:
             return False, "the Blink API rejects the API key (401/403)"
-        if not self.store_ok:
+        if not self.store.healthy:
             return False, "the state store is not writable"
         if len(self.scheduler) and self.scheduler.last_ok_at is None:
             return False, "no successful Blink API response yet"

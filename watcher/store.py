@@ -25,10 +25,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 
+import structlog
+
 from watcher.errors import StoreError
 from watcher.models import ExecutionKey
 
 SCHEMA_VERSION: Final = 1
+_RETRY_MIN_S: Final = 0.5
+_RETRY_MAX_S: Final = 30.0
+_CLOSE_FLUSH_S: Final = 10.0
+
+log = structlog.get_logger("watcher.store")
 
 # Each entry migrates from version (index) to index + 1.
 _MIGRATIONS: Final[tuple[str, ...]] = (
@@ -96,6 +103,7 @@ class DeliveryRow:
     body: bytes
     key: ExecutionKey | None = None
     event: str | None = None
+    created_at: float = 0.0  # when the event was produced
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +151,7 @@ class Store:
         self._pending_ops: list[tuple[_Op, asyncio.Future[None] | None]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
+        self.healthy = True  # False while writes fail; /readyz reports it
         self.writes = 0  # committed write transactions, for the benchmark and metrics
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -165,7 +174,12 @@ class Store:
         if self._conn is not None:
             return
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="blink-watcher-store")
-        self._conn = await self._run(self._open_sync)
+        try:
+            self._conn = await self._run(self._open_sync)
+        except BaseException:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise
 
     def _open_sync(self) -> sqlite3.Connection:
         try:
@@ -212,7 +226,13 @@ class Store:
         self._closed = True
         if self._conn is not None:
             try:
-                await self.flush()
+                await asyncio.wait_for(self.flush(), _CLOSE_FLUSH_S)
+            except TimeoutError:
+                # The disk has refused writes for a while; the next start redoes
+                # the work (polls again, re-sends): at-least-once still holds.
+                log.error("store.unsaved_at_close", watches=len(self._pending_watches))
+                if self._flush_task is not None:
+                    self._flush_task.cancel()
             finally:
                 conn, self._conn = self._conn, None
                 await self._run_raw(conn.close)
@@ -357,31 +377,50 @@ class Store:
         """Wait until everything queued so far is committed."""
         while self._flush_task is not None and not self._flush_task.done():
             await asyncio.shield(self._flush_task)
-        if self._pending_watches or self._pending_ops:
-            await self._flush_once()
+        if (self._pending_watches or self._pending_ops) and not await self._flush_once():
+            raise StoreError(f"state file {self.path}: writes are failing")
 
     async def _flush_loop(self) -> None:
         # Everything queued while a transaction runs goes into the next one:
         # under load, batches grow instead of transactions piling up.
+        delay_s = _RETRY_MIN_S
         while self._pending_watches or self._pending_ops:
-            await self._flush_once()
+            if await self._flush_once():
+                delay_s = _RETRY_MIN_S
+                continue
+            # The disk refused (full, read-only, I/O error). What was queued is
+            # kept and written once it can be: a full disk must not lose state.
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RETRY_MAX_S)
 
-    async def _flush_once(self) -> None:
+    async def _flush_once(self) -> bool:
+        """Write one batch; False when it failed (unawaited writes stay queued)."""
         watches, self._pending_watches = self._pending_watches, {}
         ops, self._pending_ops = self._pending_ops, []
         db = self._db()
         try:
             await self._run(lambda: self._write_batch(db, watches, [op for op, _ in ops]))
         except StoreError as exc:
-            for _, fut in ops:
-                if fut is not None and not fut.done():
-                    fut.set_exception(exc)
-            if not any(fut is not None for _, fut in ops):
-                raise
-            return
+            if self.healthy:
+                log.error("store.write_failed", reason=str(exc), action="retrying; fix the disk")
+            self.healthy = False
+            for key, row in watches.items():
+                self._pending_watches.setdefault(key, row)  # a newer save of it wins
+            kept = []
+            for op, fut in ops:
+                if fut is None:
+                    kept.append((op, fut))
+                elif not fut.done():
+                    fut.set_exception(exc)  # its caller decides (the scheduler polls again)
+            self._pending_ops[:0] = kept
+            return False
+        if not self.healthy:
+            log.info("store.write_recovered")
+        self.healthy = True
         for _, fut in ops:
             if fut is not None and not fut.done():
                 fut.set_result(None)
+        return True
 
     def _write_batch(
         self,
@@ -469,7 +508,7 @@ def query_deliveries(
     marks = ", ".join("?" for _ in statuses)
     sql = (
         "SELECT d.event_id, d.sink, d.status, d.attempts, d.next_attempt_at, d.last_error, "
-        "d.updated_at, e.body, e.workspace_id, e.execution_id, e.event "
+        "d.updated_at, e.body, e.workspace_id, e.execution_id, e.event, e.created_at "
         f"FROM deliveries d JOIN events e USING (event_id) WHERE d.status IN ({marks}) "
         "ORDER BY e.created_at, d.event_id, d.sink"
     )
@@ -478,7 +517,7 @@ def query_deliveries(
         sql += " LIMIT ?"
         params.append(limit)
     return [
-        DeliveryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], (r[8], r[9]), r[10])
+        DeliveryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], (r[8], r[9]), r[10], r[11])
         for r in db.execute(sql, params)
     ]
 
