@@ -835,3 +835,11 @@ def test_executions_file_resolves_next_to_the_config_file(
     write("ws/ex-1\n", "conf/ids.txt")
     config = load('[watch]\nexecutions_file = "ids.txt"\n', "conf/config.toml")
     assert config.executions == (("ws", "ex-1"),)
+
+
+def test_an_unknown_key_is_reported_before_a_missing_api_key(
+    fail: Fail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("BLINK_API_KEY")
+    error = fail("[blink]\nrate_limt = 3\n")
+    assert error.key == "blink.rate_limt"

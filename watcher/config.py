@@ -514,6 +514,10 @@ def _server(t: _Table) -> ServerConfig:
 
 def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = True) -> Config:
     """Validate a decoded TOML document. ``resolve_secrets=False`` skips reading keys."""
+    if resolve_secrets:
+        # Report typos and bad values before a missing key: they are what the
+        # operator is editing, and the key may be fine once the file is.
+        parse_config(data, file, resolve_secrets=False)
     config_dir = Path(file).resolve().parent
     root = _Table(file, "", data)
 
