@@ -154,7 +154,11 @@ class Service:
             if config.server is not None:
                 from watcher.server import start_server
 
-                server = await start_server(self, config.server)
+                try:
+                    server = await start_server(self, config.server)
+                except OSError as exc:
+                    log.error("server.failed", reason=str(exc), key="server.listen")
+                    return 1
             self.notifier.ready(self.status_text())
             return await self._supervise()
         finally:
@@ -167,9 +171,8 @@ class Service:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                poller = tg.create_task(self.scheduler.run(), name="scheduler")
                 self._tasks = [
-                    poller,
+                    tg.create_task(self.scheduler.run(), name="scheduler"),
                     tg.create_task(self.outbox.run(), name="outbox"),
                     tg.create_task(self.notifier.watchdog(), name="watchdog"),
                     tg.create_task(self._report_status(), name="status"),
@@ -179,10 +182,10 @@ class Service:
                 while True:
                     command = await self._commands.get()
                     if command == "reload":
-                        await self._reload()
+                        await self._reload_safely()
                         continue
                     break
-                await self._shutdown(command, poller)
+                await self._shutdown(command)
         except* Exception as group:
             for exc in group.exceptions:
                 log.error("service.crashed", reason=f"{type(exc).__name__}: {exc}", exc_info=exc)
@@ -191,8 +194,9 @@ class Service:
             crashed = False
         return 1 if crashed else 0
 
-    async def _shutdown(self, command: Command, poller: asyncio.Task[object]) -> None:
+    async def _shutdown(self, command: Command) -> None:
         self.notifier.stopping()
+        poller = self._tasks[0]  # the scheduler's task (replaced when the pool is resized)
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
@@ -267,6 +271,14 @@ class Service:
         return BlinkClient(
             config.blink, observer=self.metrics.api_response, on_retry=self.metrics.api_retries.inc
         )
+
+    async def _reload_safely(self) -> None:
+        try:
+            await self._reload()
+        except Exception as exc:
+            # A reload must never take the daemon down: keep running as we were.
+            log.exception("config.reload_failed", reason=f"{type(exc).__name__}: {exc}")
+            self.notifier.ready(self.status_text())
 
     async def _reload(self) -> None:
         self.notifier.reloading()

@@ -198,3 +198,53 @@ async def test_check_config_prints_effective_config_without_secrets(
 async def test_usage_error_exits_2(start_daemon: Any) -> None:
     run = await (await start_daemon("run", "--no-such-flag")).finish()
     assert run.returncode == 2
+
+
+async def test_a_taken_listen_port_is_one_clear_error(tmp_path: Path, start_daemon: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        async with Simulator(api_key=API_KEY, scripts=[RUNNING]) as sim:
+            config = write_config(
+                tmp_path / "config.toml",
+                sim,
+                ["running"],
+                extra=f'[server]\nlisten = "127.0.0.1:{port}"',
+            )
+            run = await (await start_daemon("run", "-c", str(config))).finish()
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    failure = run.diag("server.failed")[0]
+    assert str(port) in failure["reason"]
+
+
+async def test_reload_with_new_api_settings_keeps_every_watch(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    scripts = [
+        {"workspace_id": WS, "execution_id": f"ex-{i}", "steps": ["Running"] * 30 + ["Completed"]}
+        for i in range(6)
+    ]
+    async with Simulator(api_key=API_KEY, scripts=scripts) as sim:
+        path = tmp_path / "config.toml"
+        ids = [f"ex-{i}" for i in range(6)]
+        write_config(path, sim, ids, poll={"interval": 0.01, "max_interval": 0.01})
+        daemon = await start_daemon("run", "-c", str(path), "--exit-when-done")
+        await wait_until(lambda: sim.total_requests >= 30, what="polls under way")
+        # A resized worker pool and a new API session, mid-flight.
+        write_config(
+            path,
+            sim,
+            ids,
+            blink={"max_concurrency": 2, "request_timeout": 3.0},
+            poll={"interval": 0.01, "max_interval": 0.01},
+        )
+        daemon.signal(signal.SIGHUP)
+        run = await daemon.finish()
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert run.diag("config.reloaded")
+        assert sorted(e["execution_id"] for e in run.events) == ids
+        assert {e["state"] for e in run.events} == {"Completed"}
+        # A poll cut short by the pool resize is not counted, but its step was served.
+        assert all(29 <= e["polls"] <= 31 for e in run.events), [e["polls"] for e in run.events]
