@@ -170,8 +170,8 @@ async def test_cancelling_work_off_puts_every_unfinished_item_back() -> None:
 
     worker = asyncio.create_task(work_off(queue, handle, 2))
     await until(lambda: len(started) == 2)
-    await settle()  # the dispatcher now also holds items past the busy workers
-    assert len(queue) < 6 - 2
+    await settle()
+    assert len(queue) == 6 - 2  # busy workers hold their item; nobody else takes one
 
     worker.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -232,3 +232,30 @@ async def test_an_item_pushed_while_work_off_sleeps_is_handled(concurrency: int)
         with contextlib.suppress(asyncio.CancelledError):
             await worker
     assert len(queue) == 1
+
+
+async def test_idle_consumers_are_woken_one_per_due_item() -> None:
+    queue: DueQueue[int] = DueQueue()
+    poppers = [asyncio.create_task(queue.pop()) for _ in range(3)]
+    await settle()
+    queue.push(0.0, 1)
+    queue.push(0.0, 2)
+    await until(lambda: sum(p.done() for p in poppers) == 2)
+    await settle()
+    assert sorted(p.result() for p in poppers if p.done()) == [1, 2]
+    waiting = [p for p in poppers if not p.done()]
+    assert len(waiting) == 1
+    queue.push(0.0, 3)
+    assert await asyncio.wait_for(waiting[0], 5) == 3
+
+
+async def test_a_consumer_cancelled_after_being_woken_passes_the_item_on() -> None:
+    queue: DueQueue[str] = DueQueue()
+    first = asyncio.create_task(queue.pop())
+    second = asyncio.create_task(queue.pop())
+    await settle()
+    queue.push(0.0, "item")  # wakes `first`
+    first.cancel()  # ... which is cancelled before it can take the item
+    with contextlib.suppress(asyncio.CancelledError):
+        await first
+    assert await asyncio.wait_for(second, 5) == "item"

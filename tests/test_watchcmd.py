@@ -90,7 +90,7 @@ def test_ids_take_the_default_workspace_keep_their_order_and_drop_duplicates() -
     [
         ("a/b/c", "is not EXEC_ID or WS_ID/EXEC_ID"),
         ("/ex-1", "is not EXEC_ID or WS_ID/EXEC_ID"),
-        ("ex 1", "is not EXEC_ID or WS_ID/EXEC_ID"),
+        ("ex 1", "contains white space"),
         ("ex-1", "has no workspace: pass --workspace WS"),
     ],
 )

@@ -15,7 +15,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Literal, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -34,6 +34,7 @@ DEFAULT_TERMINAL_STATES: Final = (
     "Skipped",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_WHITESPACE: Final = re.compile(r"\s")
 # Webhook headers a [[sinks]] headers table may not override (case-insensitive).
 RESERVED_HEADERS: Final = frozenset(
     {"content-type", "content-length", "user-agent", "webhook-id", "webhook-timestamp",
@@ -349,27 +350,30 @@ def _check_whsec(t: _Table, name: str, secret: Secret) -> None:
         raise t.error(name, 'the secret must be base64, as in "whsec_<base64>" (Standard Webhooks)')
 
 
-def parse_execution(raw: str, default_ws: str | None, t: _Table, name: str) -> ExecutionKey:
-    """``EXEC_ID`` (in ``blink.workspace_id``) or ``WS_ID/EXEC_ID``."""
+def split_execution(raw: str, default_ws: str | None) -> ExecutionKey:
+    """``EXEC_ID`` (in ``default_ws``) or ``WS_ID/EXEC_ID``; ValueError saying what is wrong."""
     text = raw.strip()
-    if any(c.isspace() for c in text):
-        raise t.error(name, f"{raw!r} contains white space")
+    if _WHITESPACE.search(text):
+        raise ValueError(f"{raw!r} contains white space")
     parts = text.split("/")
-    if len(parts) == 2 and all(parts):
+    if len(parts) == 2 and parts[0] and parts[1]:
         return parts[0], parts[1]
     if len(parts) == 1 and text:
         if default_ws is None:
-            raise t.error(
-                name, f"{text!r} has no workspace and blink.workspace_id is not set (use WS/ID)"
+            raise ValueError(
+                f"{text!r} has no workspace and blink.workspace_id is not set (use WS/ID)"
             )
         return default_ws, text
-    raise t.error(name, f"{raw!r} is not EXEC_ID or WS_ID/EXEC_ID")
+    raise ValueError(f"{raw!r} is not EXEC_ID or WS_ID/EXEC_ID")
 
 
 def _executions(t: _Table, default_ws: str | None, config_dir: Path) -> tuple[ExecutionKey, ...]:
     keys: dict[ExecutionKey, None] = {}  # insertion-ordered set: duplicates watched once
     for i, raw in enumerate(t.str_list("executions") or []):
-        keys[parse_execution(raw, default_ws, t, f"executions[{i}]")] = None
+        try:
+            keys[split_execution(raw, default_ws)] = None
+        except ValueError as exc:
+            raise t.error(f"executions[{i}]", str(exc)) from None
     file_raw = t.text("executions_file")
     if file_raw is not None:
         path = config_dir / Path(file_raw).expanduser()
@@ -378,11 +382,15 @@ def _executions(t: _Table, default_ws: str | None, config_dir: Path) -> tuple[Ex
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
             raise t.error("executions_file", f"cannot read {path}: {reason}") from None
+        # 100,000 lines here is normal: nothing per line beyond the parse itself.
         for lineno, line in enumerate(lines, 1):
             text = line.split("#", 1)[0].strip()
             if text:
-                where = f"executions_file ({path}:{lineno})"
-                keys[parse_execution(text, default_ws, t, where)] = None
+                try:
+                    keys[split_execution(text, default_ws)] = None
+                except ValueError as exc:
+                    where = f"executions_file ({path}:{lineno})"
+                    raise t.error(where, str(exc)) from None
     return tuple(keys)
 
 
@@ -391,15 +399,11 @@ def _states(t: _Table, name: str) -> frozenset[str] | None:
     return None if values is None else frozenset(v.casefold() for v in values)
 
 
-def _blink(t: _Table, config_dir: Path, resolve: bool) -> BlinkConfig:
+def _blink(t: _Table, config_dir: Path) -> BlinkConfig:
     d = BlinkConfig()
     allow_insecure = t.flag("allow_insecure_http", False)
     base_url = _url(t, "base_url", t.text("base_url", d.base_url), allow_insecure).rstrip("/")
-    api_key, source = _secret(t, config_dir, resolve, "BLINK_API_KEY")
-    if api_key is not None:
-        _check_header_value(
-            t, "api_key_file" if "api_key_file" in t.data else "api_key_env", api_key
-        )
+    api_key, source = _secret(t, config_dir, False, "BLINK_API_KEY")  # read in _with_secrets
     backoff_s = t.number("retry_backoff", d.retry_backoff_s, minimum=0)
     return BlinkConfig(
         base_url=base_url,
@@ -441,7 +445,7 @@ def _poll(t: _Table) -> PollConfig:
     )
 
 
-def _sink(t: _Table, config_dir: Path, resolve: bool, names: set[str]) -> SinkConfig:
+def _sink(t: _Table, config_dir: Path, names: set[str]) -> SinkConfig:
     kind = t.text("type", required=True)
     states = _states(t, "states")
     if kind == "log":
@@ -453,10 +457,7 @@ def _sink(t: _Table, config_dir: Path, resolve: bool, names: set[str]) -> SinkCo
     elif kind == "webhook":
         allow_insecure = t.flag("allow_insecure_http", False)
         url = _url(t, "url", t.text("url", required=True), allow_insecure)
-        secret, source = _secret(t, config_dir, resolve, None)
-        if secret is not None:
-            where = "secret_file" if "secret_file" in t.data else "secret_env"
-            _check_whsec(t, where, secret)
+        secret, source = _secret(t, config_dir, False, None)  # read in _with_secrets
         headers_t = t.table("headers")
         headers: list[tuple[str, str]] = []
         if headers_t is not None:
@@ -514,10 +515,34 @@ def _server(t: _Table) -> ServerConfig:
 
 def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = True) -> Config:
     """Validate a decoded TOML document. ``resolve_secrets=False`` skips reading keys."""
-    if resolve_secrets:
-        # Report typos and bad values before a missing key: they are what the
-        # operator is editing, and the key may be fine once the file is.
-        parse_config(data, file, resolve_secrets=False)
+    # Secrets are read last, so typos and bad values are reported before a
+    # missing key: they are what the operator is editing.
+    config = _parse(data, file)
+    return _with_secrets(config, data) if resolve_secrets else config
+
+
+def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
+    """Read the API key and webhook secrets the validated ``config`` points at."""
+    config_dir = Path(config.file).resolve().parent
+    t = _Table(config.file, "blink", data.get("blink") or {})
+    api_key, source = _secret(t, config_dir, True, "BLINK_API_KEY")
+    assert api_key is not None
+    assert source is not None
+    _check_header_value(t, "api_key_file" if "api_key_file" in t.data else "api_key_env", api_key)
+    sinks: list[SinkConfig] = []
+    for i, sink in enumerate(config.sinks):
+        if isinstance(sink, WebhookSinkConfig) and sink.secret_source is not None:
+            t = _Table(config.file, f"sinks[{i}]", data["sinks"][i])
+            secret, _ = _secret(t, config_dir, True, None)
+            assert secret is not None
+            _check_whsec(t, "secret_file" if "secret_file" in t.data else "secret_env", secret)
+            sink = replace(sink, secret=secret)
+        sinks.append(sink)
+    blink = replace(config.blink, api_key=api_key, api_key_source=source)
+    return replace(config, blink=blink, sinks=tuple(sinks))
+
+
+def _parse(data: Mapping[str, Any], file: str) -> Config:
     config_dir = Path(file).resolve().parent
     root = _Table(file, "", data)
 
@@ -529,9 +554,9 @@ def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = 
         t.finish()
         return value
 
-    blink = section("blink", lambda t: _blink(t, config_dir, resolve_secrets), None)
+    blink = section("blink", lambda t: _blink(t, config_dir), None)
     if blink is None:
-        blink = _blink(_Table(file, "blink", {}), config_dir, resolve_secrets)
+        blink = _blink(_Table(file, "blink", {}), config_dir)
     poll = section("poll", _poll, PollConfig())
     no_executions: tuple[ExecutionKey, ...] = ()
     executions = section(
@@ -566,8 +591,7 @@ def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = 
         raise ConfigError(file, "sinks", "must name at least one sink (omit it for the log sink)")
     names: set[str] = set()
     sinks = tuple(
-        _sink(_Table(file, f"sinks[{i}]", s), config_dir, resolve_secrets, names)
-        for i, s in enumerate(raw_sinks)
+        _sink(_Table(file, f"sinks[{i}]", s), config_dir, names) for i, s in enumerate(raw_sinks)
     )
     root.finish()
     return Config(

@@ -27,6 +27,7 @@ from watcher.config import (
     Secret,
     load_config,
     parse_config,
+    split_execution,
 )
 from watcher.errors import AuthError, ConfigError
 from watcher.models import Event, Execution, ExecutionKey
@@ -66,22 +67,19 @@ class WatchPlan:
 def parse_ids(raw_ids: Sequence[str], default_ws: str | None) -> tuple[ExecutionKey, ...]:
     """``EXEC_ID`` (in ``default_ws``) or ``WS_ID/EXEC_ID``, duplicates dropped, order kept.
 
-    The rules of ``config.parse_execution``, with messages naming the flags.
+    The config file's rules (``config.split_execution``), with messages naming the flags.
     """
     keys: dict[ExecutionKey, None] = {}  # an insertion-ordered set
     for raw in raw_ids:
-        text = raw.strip()
-        parts = text.split("/")
-        if not text or len(parts) > 2 or not all(parts) or any(c.isspace() for c in text):
-            raise UsageError(f"{raw!r} is not EXEC_ID or WS_ID/EXEC_ID")
-        if len(parts) == 2:
-            keys[(parts[0], parts[1])] = None
-        elif default_ws is None:
+        try:
+            ws, ex = split_execution(raw, default_ws or "")
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not ws:
             raise UsageError(
-                f"{text!r} has no workspace: pass --workspace WS or write it as WS_ID/{text}"
+                f"{ex!r} has no workspace: pass --workspace WS or write it as WS_ID/{ex}"
             )
-        else:
-            keys[(default_ws, text)] = None
+        keys[(ws, ex)] = None
     return tuple(keys)
 
 
