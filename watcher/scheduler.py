@@ -55,7 +55,6 @@ class Watch:
 
     __slots__ = (
         "active",
-        "changed_at",
         "first_seen_at",
         "key",
         "level",
@@ -71,7 +70,6 @@ class Watch:
         self.state = state
         self.polls = polls
         self.first_seen_at = first_seen_at
-        self.changed_at = first_seen_at
         self.level = 0  # how many times the interval has grown since the last change
         self.not_found = 0  # consecutive 404s
         self.active = True
@@ -135,17 +133,22 @@ class Scheduler:
     def add_many(self, keys: list[ExecutionKey], resumed: dict[ExecutionKey, WatchRow]) -> None:
         """Start watching each of ``keys``, resuming those found in ``resumed``."""
         now = self._wall()  # one float shared by every new watch
+        loop_now = asyncio.get_running_loop().time()
         for key in keys:
             if key in self._watches:
                 continue
             row = resumed.get(key)
             if row is None:
                 watch = Watch(key, now)
+                due = 0.0  # first poll right away
             else:
-                watch = Watch(key, row.first_seen_at, row.state, row.polls)
-                watch.changed_at = row.changed_at
+                state = None if row.state is None else sys.intern(row.state)
+                watch = Watch(key, row.first_seen_at, state, row.polls)
+                # Resumed watches were polled before the restart: spread them over
+                # one interval rather than firing 100,000 polls at once.
+                due = loop_now + self._rng() * self.poll.interval_s
             self._watches[key] = watch
-            self._due.push(0.0, watch)
+            self._due.push(due, watch)
         if self._watches:
             self.all_done.clear()
 
@@ -221,7 +224,6 @@ class Scheduler:
                 state = sys.intern(state)  # 100,000 watches share a handful of strings
             log.debug("execution.state", **key_fields(watch.key), state=state, was=watch.state)
             watch.state = state
-            watch.changed_at = now
             watch.level = 0
             self._store.save_watch(
                 WatchRow(

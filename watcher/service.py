@@ -120,8 +120,6 @@ class Service:
 
     async def _run_with_store(self) -> int:
         config = self.config
-        resumed = {row.key: row for row in await self.store.load_watches()}
-        finished = await self.store.finished_keys()
         self.client = self._new_client(config)
         await self.client.__aenter__()
         sinks = [build_sink(s) for s in config.sinks]
@@ -133,22 +131,11 @@ class Service:
             self._on_event,
             concurrency=config.blink.max_concurrency,
         )
-        restored = self.outbox.restore(await self.store.open_deliveries())
-        todo = [k for k in config.executions if k not in finished]
-        self.scheduler.add_many(todo, resumed)
-        configured = set(config.executions)
-        for key in resumed:
-            if key not in configured:
-                self.store.forget_watch(key)
+        # In its own frame: this frame lives as long as the daemon, and the
+        # start-up maps (100,000 stored rows, every finished key) must not.
+        counts = await self._resume()
         self._bind_metrics()
-        log.info(
-            "service.started",
-            watching=len(self.scheduler),
-            resumed=sum(1 for k in todo if k in resumed),
-            already_finished=len(configured) - len(todo),
-            pending_deliveries=restored,
-            state_path=str(config.state_path),
-        )
+        log.info("service.started", **counts, state_path=str(config.state_path))
         server = None
         try:
             if config.server is not None:
@@ -166,6 +153,25 @@ class Service:
                 await server.cleanup()
             await self.outbox.close_sinks()
             await self.client.close()
+
+    async def _resume(self) -> dict[str, int]:
+        """Schedule the configured watches, resuming stored ones; counts for the log."""
+        resumed = {row.key: row for row in await self.store.load_watches()}
+        finished = await self.store.finished_keys()
+        executions = self.config.executions
+        todo = [k for k in executions if k not in finished]
+        self.scheduler.add_many(todo, resumed)
+        configured = set(executions)
+        for key in resumed:
+            if key not in configured:
+                self.store.forget_watch(key)
+        restored = self.outbox.restore(await self.store.open_deliveries())
+        return {
+            "watching": len(self.scheduler),
+            "resumed": sum(1 for k in todo if k in resumed),
+            "already_finished": len(executions) - len(todo),
+            "pending_deliveries": restored,
+        }
 
     async def _supervise(self) -> int:
         try:
