@@ -133,22 +133,19 @@ class Scheduler:
     def add_many(self, keys: list[ExecutionKey], resumed: dict[ExecutionKey, WatchRow]) -> None:
         """Start watching each of ``keys``, resuming those found in ``resumed``."""
         now = self._wall()  # one float shared by every new watch
-        loop_now = asyncio.get_running_loop().time()
         for key in keys:
             if key in self._watches:
                 continue
             row = resumed.get(key)
             if row is None:
                 watch = Watch(key, now)
-                due = 0.0  # first poll right away
             else:
                 state = None if row.state is None else sys.intern(row.state)
                 watch = Watch(key, row.first_seen_at, state, row.polls)
-                # Resumed watches were polled before the restart: spread them over
-                # one interval rather than firing 100,000 polls at once.
-                due = loop_now + self._rng() * self.poll.interval_s
+            # First poll right away, resumed or not: the global rate limit is
+            # what keeps 100,000 of them from flooding the API.
             self._watches[key] = watch
-            self._due.push(due, watch)
+            self._due.push(0.0, watch)
         if self._watches:
             self.all_done.clear()
 
