@@ -198,9 +198,9 @@ async def make() -> AsyncIterator[Make]:
 
         # The delay the scheduler chose for the next poll, read where it hands
         # the watch to its queue: exact, no loop clock involved.
-        def recording(watch: Any, delay_s: float) -> None:
+        def recording(watch: Any, delay_s: float, since: float | None = None) -> None:
             delays.append(delay_s)
-            schedule(watch, delay_s)
+            schedule(watch, delay_s, since)
 
         sched._schedule = recording  # type: ignore[method-assign]
         harness = Harness(sched, client, store, on_event, clock, delays)
@@ -740,3 +740,32 @@ async def test_cancelling_a_poll_mid_flight_puts_the_watch_back(make: Make) -> N
     assert h.client.calls_for(KEY) == 2  # the cancelled poll, then the one that counted
     [event] = h.on_event.events
     assert event.polls == 1
+
+
+async def test_the_interval_runs_from_poll_to_poll_not_from_the_answer(make: Make) -> None:
+    # A slow answer must not push the next poll back: it is due one interval
+    # after this poll started, however long the API took to answer.
+    gate = asyncio.Event()
+    h = make({KEY: [running()]}, poll=PollConfig(interval_s=3600.0, max_interval_s=3600.0))
+    slow_get = h.client.get_execution
+
+    loop = asyncio.get_running_loop()
+    asked_at: list[float] = []
+
+    async def held(key: ExecutionKey) -> Execution:
+        asked_at.append(loop.time())
+        await gate.wait()
+        return await slow_get(key)
+
+    h.client.get_execution = held  # type: ignore[method-assign]
+    h.sched.add(KEY)
+    h.start()
+    await until(lambda: bool(asked_at))
+    await asyncio.sleep(0.01)  # the answer takes a while
+    answered_at = loop.time()
+    gate.set()
+    await until(lambda: len(h.sched._due) == 1)
+    due = h.sched._due.peek_due()
+    assert due is not None
+    assert answered_at > asked_at[0]
+    assert due <= asked_at[0] + 3600.0  # from the poll's start, not from its answer

@@ -395,3 +395,13 @@ async def test_a_waited_write_that_fails_raises_and_marks_the_store_unhealthy(
     await store.record_event(event(), ["log"])
     assert store.healthy
     assert await store.finished_keys() == {KEY}
+
+
+async def test_watch_batches_yield_every_watch_in_bounded_batches(store: Store) -> None:
+    for i in range(7):
+        store.save_watch(watch(key=("ws", f"ex-{i}"), polls=i + 1))
+    batches = [rows async for rows in store.watch_batches(size=3)]
+    assert [len(b) for b in batches] == [3, 3, 1]
+    rows = sorted(row for batch in batches for row in batch)
+    assert rows[0] == ("ws", "ex-0", "Running", 1, 100.0)
+    assert len(rows) == 7

@@ -134,20 +134,27 @@ class Scheduler:
         """Start watching each of ``keys``, resuming those found in ``resumed``."""
         now = self._wall()  # one float shared by every new watch
         for key in keys:
-            if key in self._watches:
-                continue
             row = resumed.get(key)
-            if row is None:
-                watch = Watch(key, now)
-            else:
-                state = None if row.state is None else sys.intern(row.state)
-                watch = Watch(key, row.first_seen_at, state, row.polls)
-            # First poll right away, resumed or not: the global rate limit is
-            # what keeps 100,000 of them from flooding the API.
-            self._watches[key] = watch
-            self._due.push(0.0, watch)
+            if row is not None:
+                self.resume(key, row.state, row.polls, row.first_seen_at)
+            elif key not in self._watches:
+                # First poll right away: the global rate limit is what keeps
+                # 100,000 of them from flooding the API.
+                watch = self._watches[key] = Watch(key, now)
+                self._due.push(0.0, watch)
         if self._watches:
             self.all_done.clear()
+
+    def resume(
+        self, key: ExecutionKey, state: str | None, polls: int, first_seen_at: float
+    ) -> None:
+        """Resume a stored watch (first poll right away)."""
+        if key in self._watches:
+            return
+        watch = Watch(key, first_seen_at, None if state is None else sys.intern(state), polls)
+        self._watches[key] = watch
+        self.all_done.clear()
+        self._due.push(0.0, watch)
 
     def remove(self, key: ExecutionKey) -> None:
         """Stop watching ``key`` without an event (it left the configuration)."""
@@ -166,17 +173,24 @@ class Scheduler:
     async def run(self) -> NoReturn:
         await work_off(self._due, self._poll, self.concurrency)
 
-    def _schedule(self, watch: Watch, delay_s: float) -> None:
+    def _schedule(self, watch: Watch, delay_s: float, since: float | None = None) -> None:
+        """Poll ``watch`` again ``delay_s`` after loop time ``since`` (default: now)."""
+        now = asyncio.get_running_loop().time()
+        due = (now if since is None else since) + delay_s
         deadline_in = watch.first_seen_at + self.poll.max_watch_s - self._wall()
         if deadline_in > 0:
             # Never sleep past max_watch: the timeout fires at the poll right after it.
-            delay_s = min(delay_s, deadline_in)
-        self._due.push(asyncio.get_running_loop().time() + delay_s, watch)
+            due = min(due, now + deadline_in)
+        self._due.push(due, watch)
 
     async def _poll(self, watch: Watch) -> None:
         if not watch.active:
             return
         delay: float | None = 0.0  # if cancelled mid-poll, the watch goes back in the queue
+        # The interval runs from poll to poll, not from answer to poll: a slow
+        # answer (a busy API, a queue of due polls here) must not stretch the
+        # cadence, or a result would wait longer than one interval to be seen.
+        started = asyncio.get_running_loop().time()
         try:
             delay = await self._poll_once(watch)
         except Exception:
@@ -185,7 +199,7 @@ class Scheduler:
             delay = self.poll.max_interval_s
         finally:
             if delay is not None and watch.active:
-                self._schedule(watch, delay)
+                self._schedule(watch, delay, started)
 
     async def _poll_once(self, watch: Watch) -> float | None:
         """Poll once; the delay until the next poll, or None when the watch ended."""

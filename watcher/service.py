@@ -156,20 +156,28 @@ class Service:
 
     async def _resume(self) -> dict[str, int]:
         """Schedule the configured watches, resuming stored ones; counts for the log."""
-        resumed = {row.key: row for row in await self.store.load_watches()}
-        finished = await self.store.finished_keys()
         executions = self.config.executions
-        todo = [k for k in executions if k not in finished]
-        self.scheduler.add_many(todo, resumed)
-        configured = set(executions)
-        for key in resumed:
-            if key not in configured:
-                self.store.forget_watch(key)
+        finished = await self.store.finished_keys()
+        # Each key once, as the config spelled it: watches share the config's
+        # tuples instead of holding copies of the strings the store returns.
+        todo = {k: k for k in executions if k not in finished}
+        already_finished = len(executions) - len(todo)
+        del finished
+        resumed = 0
+        async for rows in self.store.watch_batches():
+            for ws, ex, state, polls, first_seen_at in rows:
+                key = todo.pop((ws, ex), None)
+                if key is None:  # left the config while the daemon was down
+                    self.store.forget_watch((ws, ex))
+                    continue
+                self.scheduler.resume(key, state, polls, first_seen_at)
+                resumed += 1
+        self.scheduler.add_many(list(todo), {})
         restored = self.outbox.restore(await self.store.open_deliveries())
         return {
             "watching": len(self.scheduler),
-            "resumed": sum(1 for k in todo if k in resumed),
-            "already_finished": len(executions) - len(todo),
+            "resumed": resumed,
+            "already_finished": already_finished,
             "pending_deliveries": restored,
         }
 
