@@ -313,6 +313,24 @@ async def test_an_error_never_shows_the_url_token(
     assert "/hook" in str(info.value)
 
 
+async def test_a_token_straddling_the_cut_of_the_error_text_is_scrubbed_whole(
+    receiver: Receiver, make_sink: Callable[..., WebhookSink]
+) -> None:
+    token = "TOKENTOKENTOKEN1"
+
+    async def echo(_: web.Request) -> web.Response:
+        # The token starts just before the 200th character of the error text.
+        return web.Response(status=500, text="x" * 190 + f"token={token} and more")
+
+    receiver.respond = echo
+    sink = make_sink(f"{receiver.base}/hook?token={token}")
+
+    with pytest.raises(DeliveryError) as info:
+        await sink.deliver(EVENT_ID, BODY)
+
+    assert token[:6] not in str(info.value)
+
+
 async def test_a_closed_sink_can_be_closed_again_and_reopens_on_use(
     receiver: Receiver, make_sink: Callable[..., WebhookSink]
 ) -> None:

@@ -95,7 +95,9 @@ class WebhookSink:
             ) as resp:
                 if 200 <= resp.status < 300:
                     return
-                snippet = (await resp.content.read(200)).decode("utf-8", "replace").strip()
+                # Read more than we show: a token straddling the cut must be
+                # scrubbed whole before the text is shortened.
+                head = (await resp.content.read(4096)).decode("utf-8", "replace")
                 retry_after = parse_retry_after(resp.headers.get("retry-after"))
                 status = resp.status
         except TimeoutError:
@@ -106,7 +108,7 @@ class WebhookSink:
             raise DeliveryError(
                 self._scrub(f"{type(exc).__name__}: {exc}"), retryable=True
             ) from None
-        snippet = self._scrub(snippet)
+        snippet = self._scrub(head).strip()[:200]
         reason = f"HTTP {status} from {self._where}" + (f": {snippet}" if snippet else "")
         retryable = status in RETRY_STATUSES or status >= 500
         raise DeliveryError(reason, retryable=retryable, retry_after_s=retry_after)
