@@ -328,7 +328,7 @@ async def test_a_token_straddling_the_cut_of_the_error_text_is_scrubbed_whole(
     with pytest.raises(DeliveryError) as info:
         await sink.deliver(EVENT_ID, BODY)
 
-    assert token[:6] not in str(info.value)
+    assert token[:4] not in str(info.value)  # not even the part before the cut
 
 
 async def test_a_closed_sink_can_be_closed_again_and_reopens_on_use(
