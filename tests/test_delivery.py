@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from tests.waiting import settle, until
 from watcher.config import LogSinkConfig, SinkConfig, WebhookSinkConfig
 from watcher.delivery import Outbox
 from watcher.errors import DeliveryError
@@ -76,20 +77,6 @@ def log_sink(name: str = "log", **changes: Any) -> RecordingSink:
 
 def webhook_sink(name: str = "hook", **changes: Any) -> RecordingSink:
     return RecordingSink(fast(WebhookSinkConfig(name=name, url="https://example.test/"), **changes))
-
-
-async def until(condition: Callable[[], bool], *, limit_s: float = 10.0) -> None:
-    """Wait for ``condition``; fail (rather than hang) if it never holds."""
-    # Polling, not an Event: the conditions are on the fakes' counters, and an
-    # Event for each one would hide what the test waits for.
-    async with asyncio.timeout(limit_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.0005)
-
-
-async def settle(turns: int = 30) -> None:
-    for _ in range(turns):
-        await asyncio.sleep(0)
 
 
 @pytest.fixture

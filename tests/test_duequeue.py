@@ -8,21 +8,20 @@ from collections.abc import Callable
 
 import pytest
 
+from tests.waiting import settle
 from watcher.duequeue import DueQueue, work_off
 
 
 async def until(condition: Callable[[], bool], *, turns: int = 2000) -> None:
-    """Let the loop run until ``condition`` holds; fail rather than hang if it never does."""
+    """Let the loop turn until ``condition`` holds; fail rather than hang if it never does.
+
+    Loop turns, not time: what the queue does must not need a timer to happen.
+    """
     for _ in range(turns):
         if condition():
             return
         await asyncio.sleep(0)
     raise AssertionError("condition never became true")
-
-
-async def settle(turns: int = 50) -> None:
-    for _ in range(turns):
-        await asyncio.sleep(0)
 
 
 async def test_pop_returns_the_earliest_due_item_first() -> None:

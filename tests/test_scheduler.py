@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
+from tests.waiting import settle, until
 from watcher.config import PollConfig
 from watcher.errors import (
     AuthError,
@@ -157,20 +158,6 @@ class Harness:
         if self.task in finished:
             self.task.result()  # the scheduler died: show why
         assert done in finished, "the watches never ended"
-
-
-async def until(condition: Callable[[], bool], *, limit_s: float = 10.0) -> None:
-    """Wait for ``condition``; fail (rather than hang) if it never holds."""
-    # Polling, not an Event: the conditions are on the fakes' counters, and an
-    # Event for each one would hide what the test waits for.
-    async with asyncio.timeout(limit_s):
-        while not condition():  # noqa: ASYNC110
-            await asyncio.sleep(0.0005)
-
-
-async def settle(turns: int = 30) -> None:
-    for _ in range(turns):
-        await asyncio.sleep(0)
 
 
 Make = Callable[..., Harness]

@@ -48,17 +48,24 @@ def install_for_analysis(unit_file: str, directory: Path) -> None:
     (directory / unit_file).write_text(text.replace(SHIPPED_EXEC, str(stand_in)))
 
 
-@pytest.mark.parametrize(("unit_file", "unit_name"), UNITS)
-def test_unit_passes_systemd_analyze_verify(
-    systemd_analyze: str, tmp_path: Path, unit_file: str, unit_name: str
-) -> None:
-    install_for_analysis(unit_file, tmp_path)
-    result = subprocess.run(
-        [systemd_analyze, "verify", "--man=no", str(tmp_path / unit_name)],
+def analyze(
+    systemd_analyze: str, directory: Path, unit_file: str, unit_name: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """``systemd-analyze ARGS... UNIT`` on the shipped unit, installed for analysis."""
+    install_for_analysis(unit_file, directory)
+    return subprocess.run(
+        [systemd_analyze, *args, str(directory / unit_name)],
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@pytest.mark.parametrize(("unit_file", "unit_name"), UNITS)
+def test_unit_passes_systemd_analyze_verify(
+    systemd_analyze: str, tmp_path: Path, unit_file: str, unit_name: str
+) -> None:
+    result = analyze(systemd_analyze, tmp_path, unit_file, unit_name, "verify", "--man=no")
     # verify exits 0 on warnings too; any output is a finding.
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == "", result.stderr
@@ -68,13 +75,7 @@ def test_unit_passes_systemd_analyze_verify(
 def test_unit_exposure_is_at_most_1_5(
     systemd_analyze: str, tmp_path: Path, unit_file: str, unit_name: str
 ) -> None:
-    install_for_analysis(unit_file, tmp_path)
-    result = subprocess.run(
-        [systemd_analyze, "security", "--offline=yes", str(tmp_path / unit_name)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = analyze(systemd_analyze, tmp_path, unit_file, unit_name, "security", "--offline=yes")
     match = re.search(r"Overall exposure level for \S+: (\d+(?:\.\d+)?)", result.stdout)
     assert match, f"no overall exposure in:\n{result.stdout}{result.stderr}"
     exposure = float(match.group(1))
