@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--profile", help="write a cProfile of the run here")
     args = parser.parse_args(argv)
 
-    from watcher import logging as wlogging
+    from watcher import logs as wlogging
     from watcher.config import load_config
     from watcher.service import Service
     from watcher.store import Store

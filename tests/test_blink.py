@@ -16,9 +16,10 @@ from aioresponses import aioresponses
 from yarl import URL
 
 from watcher import __version__
-from watcher.blink import BlinkClient, RateLimiter, backoff_delay, parse_retry_after
+from watcher.blink import BlinkClient, RateLimiter
 from watcher.config import BlinkConfig, Secret
 from watcher.errors import AuthError, PermanentApiError, TransientApiError
+from watcher.http import backoff_delay, parse_retry_after
 from watcher.models import Execution
 
 API_KEY = "blink-api-key-Zq8X2w7RkP3m"
@@ -81,28 +82,46 @@ def api() -> Iterator[MockApi]:
 
 
 @pytest.fixture
-async def open_client() -> AsyncIterator[OpenClient]:
+async def open_client(sleep: RecordingSleep) -> AsyncIterator[OpenClient]:
     async with contextlib.AsyncExitStack() as stack:
 
-        async def _open(*, limiter: RateLimiter | None = None, **overrides: Any) -> BlinkClient:
-            client = BlinkClient(make_config(**overrides), limiter=limiter)
+        async def _open(
+            *,
+            limiter: RateLimiter | None = None,
+            uniform: Callable[[float, float], float] = random.uniform,
+            **overrides: Any,
+        ) -> BlinkClient:
+            client = BlinkClient(
+                make_config(**overrides), limiter=limiter, sleep=sleep, uniform=uniform
+            )
             return await stack.enter_async_context(client)
 
         yield _open
 
 
+class RecordingSleep:
+    """An injected sleep: records every delay asked for, waits for none of them."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(0)
+
+
 @pytest.fixture
-def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Every asyncio.sleep() delay requested; none of them actually waited."""
-    delays: list[float] = []
-    real_sleep = asyncio.sleep
+def sleep() -> RecordingSleep:
+    return RecordingSleep()
 
-    async def fake_sleep(delay: float, result: Any = None) -> Any:
-        delays.append(delay)
-        return await real_sleep(0, result)
 
-    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
-    return delays
+def ceiling(low: float, high: float) -> float:
+    """An injected ``uniform``: jitter always at its ceiling."""
+    return high
+
+
+def floor(low: float, high: float) -> float:
+    return low
 
 
 # --- requests and 200 ----------------------------------------------------------------------
@@ -227,21 +246,22 @@ async def test_one_attempt_means_no_retry(api: MockApi, open_client: OpenClient)
 
 
 async def test_retry_waits_grow_exponentially_by_attempt(
-    api: MockApi, open_client: OpenClient, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+    api: MockApi, open_client: OpenClient, sleep: RecordingSleep
 ) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # jitter at its ceiling
-    client = await open_client(retry_attempts=4, retry_backoff_s=0.5, retry_backoff_max_s=1.5)
+    client = await open_client(
+        retry_attempts=4, retry_backoff_s=0.5, retry_backoff_max_s=1.5, uniform=ceiling
+    )
     api.get(EXECUTION_URL, status=500, repeat=True)
 
     with pytest.raises(TransientApiError):
         await client.get_execution(KEY)
 
-    assert sleeps == [0.5, 1.0, 1.5]
+    assert sleep.delays == [0.5, 1.0, 1.5]
     assert len(api.calls()) == 4
 
 
 async def test_429_retry_after_is_a_floor_on_the_wait(
-    api: MockApi, open_client: OpenClient, sleeps: list[float]
+    api: MockApi, open_client: OpenClient, sleep: RecordingSleep
 ) -> None:
     client = await open_client(retry_attempts=2)
     api.get(EXECUTION_URL, status=429, headers={"Retry-After": "7"})
@@ -250,11 +270,11 @@ async def test_429_retry_after_is_a_floor_on_the_wait(
     execution = await client.get_execution(KEY)
 
     assert execution.state == "Running"
-    assert 7.0 in sleeps  # zero backoff configured: only Retry-After makes it 7
+    assert 7.0 in sleep.delays  # zero backoff configured: only Retry-After makes it 7
 
 
 async def test_429_carries_retry_after_when_attempts_run_out(
-    api: MockApi, open_client: OpenClient, sleeps: list[float]
+    api: MockApi, open_client: OpenClient, sleep: RecordingSleep
 ) -> None:
     client = await open_client(retry_attempts=1)
     api.get(EXECUTION_URL, status=429, headers={"Retry-After": "2.5"})
@@ -569,14 +589,10 @@ def test_parse_retry_after_http_date_is_relative_to_now() -> None:
 
 
 @pytest.mark.parametrize(
-    ("attempt", "ceiling"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 5.0), (30, 5.0)]
+    ("attempt", "top"), [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 5.0), (30, 5.0)]
 )
-def test_backoff_ceiling_doubles_per_attempt_up_to_max(
-    monkeypatch: pytest.MonkeyPatch, attempt: int, ceiling: float
-) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)
-
-    assert backoff_delay(attempt, 0.5, 5.0) == ceiling
+def test_backoff_ceiling_doubles_per_attempt_up_to_max(attempt: int, top: float) -> None:
+    assert backoff_delay(attempt, 0.5, 5.0, uniform=ceiling) == top
 
 
 def test_backoff_is_full_jitter_between_zero_and_the_ceiling() -> None:
@@ -587,14 +603,11 @@ def test_backoff_is_full_jitter_between_zero_and_the_ceiling() -> None:
     assert max(delays) > 1.5
 
 
-def test_backoff_retry_after_is_a_floor(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(random, "uniform", lambda low, high: low)
-
-    assert backoff_delay(1, 0.5, 5.0) == 0.0
-    assert backoff_delay(1, 0.5, 5.0, retry_after_s=7.0) == 7.0  # above max_s too
-    assert backoff_delay(1, 0.5, 5.0, retry_after_s=0.0) == 0.0
-    monkeypatch.setattr(random, "uniform", lambda low, high: high)
-    assert backoff_delay(4, 0.5, 5.0, retry_after_s=1.0) == 4.0
+def test_backoff_retry_after_is_a_floor() -> None:
+    assert backoff_delay(1, 0.5, 5.0, uniform=floor) == 0.0
+    assert backoff_delay(1, 0.5, 5.0, retry_after_s=7.0, uniform=floor) == 7.0  # above max_s
+    assert backoff_delay(1, 0.5, 5.0, retry_after_s=0.0, uniform=floor) == 0.0
+    assert backoff_delay(4, 0.5, 5.0, retry_after_s=1.0, uniform=ceiling) == 4.0
 
 
 # --- RateLimiter ---------------------------------------------------------------------------
@@ -653,10 +666,10 @@ def test_slow_down_halves_rate_down_to_a_floor_and_recover_climbs_back() -> None
     assert limiter.rate == 64.0
 
 
-async def test_acquire_sleeps_for_its_slot(sleeps: list[float]) -> None:
-    limiter = RateLimiter(4.0, clock=FakeClock())
+async def test_acquire_sleeps_for_its_slot(sleep: RecordingSleep) -> None:
+    limiter = RateLimiter(4.0, clock=FakeClock(), sleep=sleep)
 
     for _ in range(3):
         await limiter.acquire()
 
-    assert sleeps == [0.25, 0.5]
+    assert sleep.delays == [0.25, 0.5]

@@ -21,8 +21,8 @@ from tests.waiting import settle, until
 from watcher.config import LogSinkConfig, SinkConfig, WebhookSinkConfig
 from watcher.delivery import Outbox
 from watcher.errors import DeliveryError
-from watcher.models import ExecutionKey
-from watcher.store import DeliveryRow, EventRecord, Store
+from watcher.models import DeliveryRow, EventRecord, ExecutionKey
+from watcher.store import Store
 
 KEY: ExecutionKey = ("ws", "ex-1")
 WALL = 1_000_000.0

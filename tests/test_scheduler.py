@@ -24,9 +24,8 @@ from watcher.errors import (
     StoreError,
     TransientApiError,
 )
-from watcher.models import Event, Execution, ExecutionKey
+from watcher.models import Event, Execution, ExecutionKey, WatchRow
 from watcher.scheduler import Scheduler, poll_delay_s
-from watcher.store import WatchRow
 
 KEY: ExecutionKey = ("ws", "ex-1")
 FAST = PollConfig(interval_s=0.001, max_interval_s=0.008, backoff=2.0, jitter=0.0)

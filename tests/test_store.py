@@ -12,8 +12,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from watcher.errors import StoreError
-from watcher.models import ExecutionKey
-from watcher.store import SCHEMA_VERSION, EventRecord, Store, WatchRow, open_readonly
+from watcher.models import EventRecord, ExecutionKey, WatchRow
+from watcher.store import SCHEMA_VERSION, Store, open_readonly
 
 KEY: ExecutionKey = ("ws", "ex-1")
 OTHER: ExecutionKey = ("ws", "ex-2")

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import structlog
 
-from watcher import logging as wlogging
+from watcher import logs as wlogging
 from watcher.cli import build_parser, main
 from watcher.config import BlinkConfig, PollConfig, Secret
 from watcher.errors import ConfigError
+from watcher.models import WatchRow
 from watcher.progress import LiveTable
 from watcher.sim import Simulator
-from watcher.store import WatchRow
 from watcher.watchcmd import (
     MemoryStore,
     UsageError,

@@ -12,16 +12,15 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 from urllib.parse import quote
 
 import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from watcher import __version__
 from watcher.config import BlinkConfig
 from watcher.errors import (
     ApiError,
@@ -29,14 +28,20 @@ from watcher.errors import (
     PermanentApiError,
     TransientApiError,
 )
+from watcher.http import (
+    USER_AGENT,
+    Uniform,
+    backoff_delay,
+    error_snippet,
+    is_retryable_status,
+    parse_retry_after,
+)
 from watcher.models import Execution, ExecutionKey, key_fields
+from watcher.redact import scrub, scrub_bytes
 
 log = structlog.get_logger("watcher.blink")
 
-USER_AGENT: Final = f"blink-watcher/{__version__}"
-# Statuses that say "not now" rather than "no": SPEC §6.
-_RETRY_STATUSES: Final = frozenset({408, 425, 429})
-_MAX_ERROR_TEXT: Final = 200
+Sleep = Callable[[float], Awaitable[None]]
 
 # (outcome, seconds) after every HTTP exchange: for metrics.
 ResponseObserver = Callable[[str, float], None]
@@ -52,10 +57,16 @@ class RateLimiter:
     configured rate (additive increase, multiplicative decrease).
     """
 
-    def __init__(self, rate_per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate_per_s: float,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self.configured_rate = rate_per_s
         self.rate = rate_per_s
         self._clock = clock
+        self._sleep = sleep
         self._next_slot = 0.0
 
     def delay(self) -> float:
@@ -71,7 +82,7 @@ class RateLimiter:
     async def acquire(self) -> None:
         wait = self.delay()
         if wait > 0:
-            await asyncio.sleep(wait)
+            await self._sleep(wait)
 
     def slow_down(self, retry_after_s: float | None) -> None:
         if self.configured_rate > 0:
@@ -84,57 +95,6 @@ class RateLimiter:
             self.rate = min(self.configured_rate, self.rate + self.configured_rate / 50)
 
 
-def parse_retry_after(value: str | None, now_s: float | None = None) -> float | None:
-    """Retry-After as seconds: delta-seconds (fractions tolerated) or an HTTP date."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        from email.utils import parsedate_to_datetime
-
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        seconds = when.timestamp() - (time.time() if now_s is None else now_s)
-    if seconds != seconds:  # NaN
-        return None
-    # A server asking for an hour gets 5 minutes: the poll schedule takes over after that.
-    return min(max(seconds, 0.0), 300.0)
-
-
-def backoff_delay(
-    attempt: int, base_s: float, max_s: float, retry_after_s: float | None = None
-) -> float:
-    """Full-jitter exponential backoff after failed try ``attempt`` (1-based).
-
-    Retry-After, when the server sent one, is a floor: we never come back sooner.
-    """
-    delay = random.uniform(0, min(max_s, base_s * 2 ** (attempt - 1)))
-    return max(delay, retry_after_s) if retry_after_s is not None else delay
-
-
-def _error_text(body: bytes, content_type: str) -> str:
-    """A short, printable reason from an error body (ErrorWrapper, HTML or nothing)."""
-    if not body:
-        return "empty body"
-    if "json" in content_type:
-        try:
-            obj = json.loads(body)
-        except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting
-            obj = None
-        if isinstance(obj, dict):
-            parts = [obj.get("message"), obj.get("details")]
-            text = ": ".join(p for p in parts if isinstance(p, str) and p)
-            if text:
-                return text[:_MAX_ERROR_TEXT]
-    if "html" in content_type or body.lstrip()[:1] == b"<":
-        return "HTML error page"
-    return body[:_MAX_ERROR_TEXT].decode("utf-8", "replace").strip() or "unreadable body"
-
-
 class BlinkClient:
     """Fetches executions from the Blink API. Use as an async context manager."""
 
@@ -145,6 +105,8 @@ class BlinkClient:
         limiter: RateLimiter | None = None,
         observer: ResponseObserver | None = None,
         on_retry: Callable[[], None] | None = None,
+        sleep: Sleep = asyncio.sleep,
+        uniform: Uniform = random.uniform,
     ) -> None:
         if config.api_key is None:
             raise ValueError("BlinkClient needs a resolved API key")
@@ -152,6 +114,9 @@ class BlinkClient:
         self.limiter = limiter or RateLimiter(config.rate_limit_per_s)
         self._observer = observer
         self._on_retry = on_retry
+        # Injectable so that backoff and Retry-After are tested without patching asyncio.
+        self._sleep = sleep
+        self._uniform = uniform
         self._secret = config.api_key.reveal()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -215,6 +180,7 @@ class BlinkClient:
             wait=self._tenacity_wait,
             retry=retry_if_exception_type(TransientApiError),
             before_sleep=self._tenacity_log,
+            sleep=self._sleep,
             reraise=True,
         )
         result: Execution = await retrying(self.fetch, key)
@@ -223,7 +189,11 @@ class BlinkClient:
     def _wait_s(self, attempt: int, exc: BaseException | None) -> float:
         retry_after = exc.retry_after_s if isinstance(exc, TransientApiError) else None
         return backoff_delay(
-            attempt, self.config.retry_backoff_s, self.config.retry_backoff_max_s, retry_after
+            attempt,
+            self.config.retry_backoff_s,
+            self.config.retry_backoff_max_s,
+            retry_after,
+            self._uniform,
         )
 
     def _tenacity_wait(self, state: RetryCallState) -> float:
@@ -233,7 +203,7 @@ class BlinkClient:
     async def _before_retry(self, key: ExecutionKey, exc: TransientApiError, attempt: int) -> None:
         delay = self._wait_s(attempt, exc)
         self._log_retry(key, exc, attempt, delay)
-        await asyncio.sleep(delay)
+        await self._sleep(delay)
 
     def _tenacity_log(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -338,8 +308,8 @@ class BlinkClient:
     ) -> None:
         # Scrub the whole body before it is cut short: a key straddling the cut would
         # otherwise leak its first characters.
-        body = body.replace(self._secret.encode(), b"<redacted>")
-        reason = self._scrub(_error_text(body, content_type))
+        body = scrub_bytes(body, (self._secret,))
+        reason = self._scrub(error_snippet(body, content_type) or "empty body")
         if status in (401, 403):
             raise AuthError(
                 f"HTTP {status}: {reason} (check the API key and its access to the workspace)",
@@ -347,7 +317,7 @@ class BlinkClient:
             )
         if status in (400, 404):
             raise PermanentApiError(f"HTTP {status}: {reason}", status=status)
-        if status in _RETRY_STATUSES or status >= 500:
+        if is_retryable_status(status):
             raise TransientApiError(
                 f"HTTP {status}: {reason}",
                 status=status,
@@ -360,4 +330,4 @@ class BlinkClient:
     def _scrub(self, text: str) -> str:
         # Belt and braces: an error page or exception text that echoes our own
         # request headers must not carry the key into a log line.
-        return text.replace(self._secret, "<redacted>") if self._secret in text else text
+        return scrub(text, (self._secret,))

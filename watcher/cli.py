@@ -10,17 +10,17 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
-from typing import Final
 
 from watcher import __version__
 from watcher.config import Config, default_config_path, effective_config_toml, load_config
-from watcher.errors import ConfigError, StoreError
-
-EX_OK: Final = 0
-EX_FAILURE: Final = 1
-EX_USAGE: Final = 2
-EX_CONFIG: Final = 78
-EX_INTERRUPTED: Final = 130
+from watcher.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_INTERRUPTED,
+    EX_OK,
+    ConfigError,
+    StoreError,
+)
 
 
 def _config_arg(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -131,7 +131,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, *, exit_when_done: bool) -> int:
-    from watcher import logging as wlogging
+    from watcher import logs as wlogging
     from watcher.service import Service
     from watcher.systemd import Notifier
 

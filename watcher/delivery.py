@@ -19,12 +19,12 @@ from typing import NoReturn
 
 import structlog
 
-from watcher.blink import backoff_delay
 from watcher.duequeue import DueQueue, work_off
 from watcher.errors import DeliveryError, StoreError
-from watcher.models import ExecutionKey, key_fields
+from watcher.http import backoff_delay
+from watcher.models import DeliveryRow, ExecutionKey, key_fields
 from watcher.sinks import Sink
-from watcher.store import DeliveryRow, Store
+from watcher.store import Store
 
 log = structlog.get_logger("watcher.delivery")
 

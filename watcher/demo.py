@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from watcher import logging as wlogging
+from watcher import logs as wlogging
 from watcher.config import load_config
 from watcher.models import Event, ExecutionKey, format_key
 from watcher.progress import LiveTable, Row

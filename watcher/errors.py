@@ -70,3 +70,11 @@ class DeliveryError(WatcherError):
         super().__init__(message)
         self.retryable = retryable
         self.retry_after_s = retry_after_s
+
+
+# Process exit codes, defined once (docs/contract.md, "Command line").
+EX_OK = 0
+EX_FAILURE = 1  # a runtime failure; also `watch` when a run did not end Completed
+EX_USAGE = 2  # argparse's own code for a bad command line
+EX_CONFIG = 78  # EX_CONFIG from sysexits.h; systemd's RestartPreventExitStatus=78 keys on it
+EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it

@@ -1,4 +1,4 @@
-"""What the API gives us (``Execution``) and what sinks receive (``Event``)."""
+"""What the API gives us (``Execution``), what sinks receive (``Event``), and the stored rows."""
 
 from __future__ import annotations
 
@@ -190,3 +190,49 @@ class Event:
         # exactly the JSON escape "\ud800": the body stays valid UTF-8 and decodes to
         # the same text, instead of the event never being produced.
         return text.encode("utf-8", "backslashreplace")
+
+
+# --- stored rows -----------------------------------------------------------------------
+
+DeliveryStatus = Literal["pending", "delivered", "dead"]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchRow:
+    """What a restart needs to resume one watch."""
+
+    key: ExecutionKey
+    state: str | None
+    polls: int
+    first_seen_at: float
+    changed_at: float
+    last_response: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One event's delivery to one sink, as stored in the outbox."""
+
+    event_id: str
+    sink: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float
+    last_error: str | None
+    updated_at: float
+    body: bytes
+    key: ExecutionKey | None = None
+    event: str | None = None
+    created_at: float = 0.0  # when the event was produced
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """An event as the store keeps it: the exact body every sink delivers."""
+
+    event_id: str
+    key: ExecutionKey
+    event: str
+    state: str | None
+    body: bytes
+    created_at: float

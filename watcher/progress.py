@@ -477,7 +477,7 @@ class LiveTable:
     def diagnostics_stream(self, target: TextIO) -> TextIO:
         """A text stream whose lines go to ``target`` through :meth:`message`.
 
-        Give it to ``watcher.logging.configure`` so warnings show above the
+        Give it to ``watcher.logs.configure`` so warnings show above the
         table instead of tearing it apart. Its ``isatty()`` answers whether
         colour is allowed, so a console renderer honours ``NO_COLOR`` too.
         """

@@ -13,8 +13,8 @@ import time
 from typing import Any
 
 from watcher.config import Config
-from watcher.models import rfc3339
-from watcher.store import DeliveryRow, Store, open_readonly, query_deliveries
+from watcher.models import DeliveryRow, rfc3339
+from watcher.store import Store, open_readonly, query_deliveries
 
 RECENT_EVENTS = 20
 

@@ -20,8 +20,7 @@ import structlog
 from watcher.config import PollConfig
 from watcher.duequeue import DueQueue, work_off
 from watcher.errors import AuthError, PermanentApiError, StoreError, TransientApiError
-from watcher.models import Event, EventType, Execution, ExecutionKey, key_fields
-from watcher.store import WatchRow
+from watcher.models import Event, EventType, Execution, ExecutionKey, WatchRow, key_fields
 
 log = structlog.get_logger("watcher.scheduler")
 

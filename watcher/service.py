@@ -16,16 +16,16 @@ from typing import Final, Literal
 
 import structlog
 
-from watcher import logging as wlogging
+from watcher import logs as wlogging
 from watcher.blink import BlinkClient
 from watcher.config import Config, SinkConfig, accepts, load_config
 from watcher.delivery import Outbox
 from watcher.errors import ConfigError, StoreError
 from watcher.metrics import Metrics
-from watcher.models import Event, key_fields
+from watcher.models import Event, EventRecord, key_fields
 from watcher.scheduler import Scheduler
 from watcher.sinks import Sink, build_sink
-from watcher.store import EventRecord, Store
+from watcher.store import Store
 from watcher.systemd import Notifier
 
 log = structlog.get_logger("watcher.service")

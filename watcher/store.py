@@ -20,15 +20,14 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Literal, Self, TypeVar
+from typing import Any, Final, Self, TypeVar
 
 import structlog
 
 from watcher.errors import StoreError
-from watcher.models import ExecutionKey
+from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
 
 SCHEMA_VERSION: Final = 1
 _RETRY_MIN_S: Final = 0.5
@@ -73,48 +72,6 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX deliveries_open ON deliveries (status) WHERE status != 'delivered';
     """,
 )
-
-DeliveryStatus = Literal["pending", "delivered", "dead"]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchRow:
-    """What a restart needs to resume one watch."""
-
-    key: ExecutionKey
-    state: str | None
-    polls: int
-    first_seen_at: float
-    changed_at: float
-    last_response: dict[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryRow:
-    """One event's delivery to one sink, as stored in the outbox."""
-
-    event_id: str
-    sink: str
-    status: DeliveryStatus
-    attempts: int
-    next_attempt_at: float
-    last_error: str | None
-    updated_at: float
-    body: bytes
-    key: ExecutionKey | None = None
-    event: str | None = None
-    created_at: float = 0.0  # when the event was produced
-
-
-@dataclass(frozen=True, slots=True)
-class EventRecord:
-    event_id: str
-    key: ExecutionKey
-    event: str
-    state: str | None
-    body: bytes
-    created_at: float
-
 
 _Op = tuple[str, Any]
 R = TypeVar("R")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from watcher import logging as wlogging
+from watcher import logs as wlogging
 from watcher.config import (
     DEFAULT_BASE_URL,
     BlinkConfig,
@@ -29,18 +29,12 @@ from watcher.config import (
     parse_config,
     split_execution,
 )
-from watcher.errors import AuthError, ConfigError
-from watcher.models import Event, Execution, ExecutionKey
+from watcher.errors import EX_FAILURE, EX_INTERRUPTED, EX_OK, EX_USAGE, AuthError, ConfigError
+from watcher.models import Event, Execution, ExecutionKey, WatchRow
 from watcher.progress import LiveTable, Row, playbook_of
 from watcher.scheduler import Fetcher, Scheduler
-from watcher.store import WatchRow
 
 API_KEY_ENV: Final = "BLINK_API_KEY"
-
-EX_OK: Final = 0
-EX_FAILURE: Final = 1
-EX_USAGE: Final = 2
-EX_INTERRUPTED: Final = 130
 
 
 class UsageError(Exception):

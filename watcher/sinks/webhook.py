@@ -6,19 +6,14 @@ import base64
 import hashlib
 import hmac
 import time
-from typing import Final
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from watcher import __version__
-from watcher.blink import parse_retry_after
 from watcher.config import WebhookSinkConfig, redact_url
 from watcher.errors import DeliveryError
-
-USER_AGENT: Final = f"blink-watcher/{__version__}"
-# Statuses that mean "try again later" (SPEC §5); anything else non-2xx is final.
-RETRY_STATUSES: Final = frozenset({408, 425, 429})
+from watcher.http import MAX_SNIPPET, USER_AGENT, is_retryable_status, parse_retry_after
+from watcher.redact import scrub
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -80,10 +75,7 @@ class WebhookSink:
     def _scrub(self, text: str) -> str:
         # aiohttp may quote the URL, and a receiver's error page may echo the
         # request: neither may carry a token from the URL into a log line.
-        text = text.replace(self.config.url, self._where)
-        for secret in self._url_secrets:
-            text = text.replace(secret, "<redacted>")
-        return text
+        return scrub(text.replace(self.config.url, self._where), self._url_secrets)
 
     async def deliver(self, event_id: str, body: bytes) -> None:
         try:
@@ -108,9 +100,9 @@ class WebhookSink:
             raise DeliveryError(
                 self._scrub(f"{type(exc).__name__}: {exc}"), retryable=True
             ) from None
-        snippet = self._scrub(head).strip()[:200]
+        snippet = self._scrub(head).strip()[:MAX_SNIPPET]
         reason = f"HTTP {status} from {self._where}" + (f": {snippet}" if snippet else "")
-        retryable = status in RETRY_STATUSES or status >= 500
+        retryable = is_retryable_status(status)
         raise DeliveryError(reason, retryable=retryable, retry_after_s=retry_after)
 
     async def close(self) -> None:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
-import watcher.logging as wlogging
+import watcher.logs as wlogging
+from watcher import redact
 
 SECRET = "blink-key-9f8e7d6c5b4a"
 
@@ -17,7 +18,7 @@ SECRET = "blink-key-9f8e7d6c5b4a"
 @pytest.fixture
 def stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
     """Diagnostics captured as JSON lines; the secret registry and structlog reset after."""
-    monkeypatch.setattr(wlogging, "_secrets", set())
+    monkeypatch.setattr(redact, "_secrets", [])
     out = io.StringIO()
     wlogging.configure("debug", "json", stream=out)
     yield out
@@ -75,7 +76,7 @@ def test_every_registered_secret_is_scrubbed(stream: io.StringIO) -> None:
 
 
 def test_console_format_is_scrubbed_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(wlogging, "_secrets", set())
+    monkeypatch.setattr(redact, "_secrets", [])
     out = io.StringIO()
     wlogging.configure("info", "console", stream=out)
     try:

@@ -1,4 +1,4 @@
-"""structlog setup: JSON lines on standard error for machines, console for people.
+"""Diagnostics setup (structlog): JSON lines on standard error for machines, console for people.
 
 Standard output belongs to the log sink alone; every diagnostic goes to
 standard error with an ``event`` name. A last processor scrubs every known
@@ -15,28 +15,17 @@ from typing import Any, TextIO
 
 import structlog
 
-_secrets: set[str] = set()
+from watcher.redact import register_secret, scrub
 
-
-def register_secret(value: str | None) -> None:
-    """Never let ``value`` appear in a diagnostic."""
-    if value and len(value) >= 4:
-        _secrets.add(value)
-
-
-def _scrub(text: str) -> str:
-    for secret in _secrets:
-        if secret in text:
-            text = text.replace(secret, "<redacted>")
-    return text
+__all__ = ["configure", "register_secret", "scrub_secrets"]
 
 
 def scrub_secrets(
     _logger: object, _name: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key, value in event_dict.items():
-        if isinstance(value, str) and _secrets:
-            event_dict[key] = _scrub(value)
+        if isinstance(value, str):
+            event_dict[key] = scrub(value)
     return event_dict
 
 
