@@ -1,0 +1,319 @@
+"""TOML file -> ``Config``: each section read and checked, secrets resolved last."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
+
+from watcher.config.model import (
+    DEFAULT_CONFIG_PATH,
+    HEADER_NAME,
+    LOG_LEVELS,
+    RESERVED_HEADERS,
+    WHITESPACE,
+    BlinkConfig,
+    Config,
+    LogSinkConfig,
+    PollConfig,
+    ServerConfig,
+    SinkConfig,
+    WebhookSinkConfig,
+)
+from watcher.config.table import (
+    Table,
+    check_header_value,
+    check_url,
+    check_whsec,
+    env_path,
+    is_loopback,
+    read_secret,
+)
+from watcher.errors import ConfigError
+from watcher.models import ExecutionKey
+
+T = TypeVar("T")
+
+
+def split_execution(raw: str, default_ws: str | None) -> ExecutionKey:
+    """``EXEC_ID`` (in ``default_ws``) or ``WS_ID/EXEC_ID``; ValueError saying what is wrong."""
+    text = raw.strip()
+    if WHITESPACE.search(text):
+        raise ValueError(f"{raw!r} contains white space")
+    parts = text.split("/")
+    if len(parts) == 2 and parts[0] and parts[1]:
+        return parts[0], parts[1]
+    if len(parts) == 1 and text:
+        if default_ws is None:
+            raise ValueError(
+                f"{text!r} has no workspace and blink.workspace_id is not set (use WS/ID)"
+            )
+        return default_ws, text
+    raise ValueError(f"{raw!r} is not EXEC_ID or WS_ID/EXEC_ID")
+
+
+def _executions(t: Table, default_ws: str | None, config_dir: Path) -> tuple[ExecutionKey, ...]:
+    keys: dict[ExecutionKey, None] = {}  # insertion-ordered set: duplicates watched once
+    for i, raw in enumerate(t.str_list("executions") or []):
+        try:
+            keys[split_execution(raw, default_ws)] = None
+        except ValueError as exc:
+            raise t.error(f"executions[{i}]", str(exc)) from None
+    file_raw = t.text("executions_file")
+    if file_raw is not None:
+        path = config_dir / Path(file_raw).expanduser()
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            raise t.error("executions_file", f"cannot read {path}: {reason}") from None
+        # 100,000 lines here is normal: nothing per line beyond the parse itself.
+        for lineno, line in enumerate(lines, 1):
+            text = line.split("#", 1)[0].strip()
+            if text:
+                try:
+                    keys[split_execution(text, default_ws)] = None
+                except ValueError as exc:
+                    where = f"executions_file ({path}:{lineno})"
+                    raise t.error(where, str(exc)) from None
+    return tuple(keys)
+
+
+def _states(t: Table, name: str) -> frozenset[str] | None:
+    values = t.str_list(name)
+    return None if values is None else frozenset(v.casefold() for v in values)
+
+
+def _blink(t: Table, config_dir: Path) -> BlinkConfig:
+    d = BlinkConfig()
+    allow_insecure = t.flag("allow_insecure_http", False)
+    base_url = check_url(t, "base_url", t.text("base_url", d.base_url), allow_insecure).rstrip("/")
+    api_key, source = read_secret(t, config_dir, False, "BLINK_API_KEY")  # read in _with_secrets
+    backoff_s = t.number("retry_backoff", d.retry_backoff_s, minimum=0)
+    return BlinkConfig(
+        base_url=base_url,
+        workspace_id=t.text("workspace_id"),
+        api_key=api_key,
+        api_key_source=source or d.api_key_source,
+        with_apply_view=t.flag("with_apply_view", d.with_apply_view),
+        request_timeout_s=t.number("request_timeout", d.request_timeout_s, above=0),
+        max_concurrency=t.number("max_concurrency", d.max_concurrency, integer=True, minimum=1),
+        rate_limit_per_s=t.number("rate_limit", d.rate_limit_per_s, minimum=0),
+        retry_attempts=t.number("retry_attempts", d.retry_attempts, integer=True, minimum=1),
+        retry_backoff_s=backoff_s,
+        retry_backoff_max_s=t.number(
+            "retry_backoff_max", max(d.retry_backoff_max_s, backoff_s), minimum=backoff_s
+        ),
+        max_response_bytes=t.number(
+            "max_response_bytes", d.max_response_bytes, integer=True, minimum=1024
+        ),
+        allow_insecure_http=allow_insecure,
+    )
+
+
+def _poll(t: Table) -> PollConfig:
+    d = PollConfig()
+    interval = t.number("interval", d.interval_s, above=0)
+    terminal = t.str_list("terminal_states")
+    if terminal is not None and not terminal:
+        raise t.error("terminal_states", "must name at least one state")
+    return PollConfig(
+        interval_s=interval,
+        max_interval_s=t.number("max_interval", max(d.max_interval_s, interval), minimum=interval),
+        backoff=t.number("backoff", d.backoff, minimum=1),
+        jitter=t.number("jitter", d.jitter, minimum=0, maximum=0.5),
+        max_watch_s=t.number("max_watch", d.max_watch_s, above=0),
+        not_found_grace=t.number("not_found_grace", d.not_found_grace, integer=True, minimum=1),
+        terminal_states=d.terminal_states
+        if terminal is None
+        else frozenset(s.casefold() for s in terminal),
+    )
+
+
+def _sink(t: Table, config_dir: Path, names: set[str]) -> SinkConfig:
+    kind = t.text("type", required=True)
+    states = _states(t, "states")
+    if kind == "log":
+        raw_path = t.text("path")
+        path = None if raw_path is None else env_path(raw_path, "LOGS_DIRECTORY", Path.cwd())
+        sink: SinkConfig = LogSinkConfig(
+            name=t.text("name", f"log:{path}" if path else "log:stdout"), path=path, states=states
+        )
+    elif kind == "webhook":
+        allow_insecure = t.flag("allow_insecure_http", False)
+        url = check_url(t, "url", t.text("url", required=True), allow_insecure)
+        secret, source = read_secret(t, config_dir, False, None)  # read in _with_secrets
+        headers_t = t.table("headers")
+        headers: list[tuple[str, str]] = []
+        if headers_t is not None:
+            for hname in headers_t.data:
+                value = headers_t.text(hname, required=True)
+                if any(c in value for c in "\r\n\x00") or not HEADER_NAME.fullmatch(hname):
+                    raise headers_t.error(hname, "is not a valid HTTP header")
+                if hname.lower() in RESERVED_HEADERS:
+                    raise headers_t.error(hname, "is set by blink-watcher itself")
+                headers.append((hname, value))
+        d_initial = 1.0
+        initial = t.number("backoff_initial", d_initial, above=0)
+        host = urlsplit(url).hostname or "?"
+        sink = WebhookSinkConfig(
+            name=t.text("name", f"webhook:{host}:{_short_hash(url)}"),
+            url=url,
+            secret=secret,
+            secret_source=source,
+            timeout_s=t.number("timeout", 10.0, above=0),
+            max_attempts=t.number("max_attempts", 12, integer=True, minimum=1),
+            backoff_initial_s=initial,
+            backoff_max_s=t.number("backoff_max", max(300.0, initial), minimum=initial),
+            max_in_flight=t.number("max_in_flight", 8, integer=True, minimum=1),
+            headers=tuple(headers),
+            states=states,
+            allow_insecure_http=allow_insecure,
+        )
+    else:
+        raise t.error("type", f'must be "log" or "webhook", got {kind!r}')
+    if sink.name in names:
+        raise t.error("name", f"{sink.name!r} is used by another sink; give each sink a name")
+    names.add(sink.name)
+    t.finish()
+    return sink
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def _server(t: Table) -> ServerConfig:
+    listen = t.text("listen", "127.0.0.1:9464")
+    allow_remote = t.flag("allow_remote", False)
+    host, sep, port_text = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise t.error("listen", f"must be HOST:PORT, got {listen!r}")
+    if not allow_remote and not is_loopback(host):
+        raise t.error(
+            "listen", f"{host} is not a loopback address; set server.allow_remote = true to allow"
+        )
+    t.finish()
+    return ServerConfig(host=host, port=int(port_text), allow_remote=allow_remote)
+
+
+def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = True) -> Config:
+    """Validate a decoded TOML document. ``resolve_secrets=False`` skips reading keys."""
+    # Secrets are read last, so typos and bad values are reported before a
+    # missing key: they are what the operator is editing.
+    config = _parse(data, file)
+    return _with_secrets(config, data) if resolve_secrets else config
+
+
+def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
+    """Read the API key and webhook secrets the validated ``config`` points at."""
+    config_dir = Path(config.file).resolve().parent
+    t = Table(config.file, "blink", data.get("blink") or {})
+    api_key, source = read_secret(t, config_dir, True, "BLINK_API_KEY")
+    assert api_key is not None
+    assert source is not None
+    check_header_value(t, "api_key_file" if "api_key_file" in t.data else "api_key_env", api_key)
+    sinks: list[SinkConfig] = []
+    for i, sink in enumerate(config.sinks):
+        if isinstance(sink, WebhookSinkConfig) and sink.secret_source is not None:
+            t = Table(config.file, f"sinks[{i}]", data["sinks"][i])
+            secret, _ = read_secret(t, config_dir, True, None)
+            assert secret is not None
+            check_whsec(t, "secret_file" if "secret_file" in t.data else "secret_env", secret)
+            sink = replace(sink, secret=secret)
+        sinks.append(sink)
+    blink = replace(config.blink, api_key=api_key, api_key_source=source)
+    return replace(config, blink=blink, sinks=tuple(sinks))
+
+
+def _parse(data: Mapping[str, Any], file: str) -> Config:
+    config_dir = Path(file).resolve().parent
+    root = Table(file, "", data)
+
+    def section(name: str, read: Callable[[Table], T], default: T) -> T:
+        t = root.table(name)
+        if t is None:
+            return default
+        value = read(t)
+        t.finish()
+        return value
+
+    blink = section("blink", lambda t: _blink(t, config_dir), None)
+    if blink is None:
+        blink = _blink(Table(file, "blink", {}), config_dir)
+    poll = section("poll", _poll, PollConfig())
+    no_executions: tuple[ExecutionKey, ...] = ()
+    executions = section(
+        "watch", lambda t: _executions(t, blink.workspace_id, config_dir), no_executions
+    )
+    state_path = section(
+        "state",
+        lambda t: env_path(t.text("path", "blink-watcher.db"), "STATE_DIRECTORY", Path.cwd()),
+        env_path("blink-watcher.db", "STATE_DIRECTORY", Path.cwd()),
+    )
+
+    def logging_(t: Table) -> tuple[str, Literal["json", "console"]]:
+        level = t.text("level", "info").lower()
+        if level not in LOG_LEVELS:
+            raise t.error("level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
+        fmt = t.text("format", "json")
+        if fmt not in ("json", "console"):
+            raise t.error("format", f'must be "json" or "console", got {fmt!r}')
+        return level, "console" if fmt == "console" else "json"
+
+    default_logging: tuple[str, Literal["json", "console"]] = ("info", "json")
+    log_level, log_format = section("logging", logging_, default_logging)
+    server_t = root.table("server")
+    server = None if server_t is None else _server(server_t)
+
+    root.used.add("sinks")
+    raw_sinks = data.get("sinks", [{"type": "log"}])
+    if not isinstance(raw_sinks, list) or not all(isinstance(s, dict) for s in raw_sinks):
+        raise ConfigError(file, "sinks", "must be an array of tables ([[sinks]])")
+    if not raw_sinks:
+        # Results that go nowhere would still mark executions as reported.
+        raise ConfigError(file, "sinks", "must name at least one sink (omit it for the log sink)")
+    names: set[str] = set()
+    sinks = tuple(
+        _sink(Table(file, f"sinks[{i}]", s), config_dir, names) for i, s in enumerate(raw_sinks)
+    )
+    root.finish()
+    return Config(
+        file=file,
+        blink=blink,
+        poll=poll,
+        executions=executions,
+        state_path=state_path,
+        log_level=log_level,
+        log_format=log_format,
+        server=server,
+        sinks=sinks,
+    )
+
+
+def load_config(path: str | os.PathLike[str], *, resolve_secrets: bool = True) -> Config:
+    """Read and validate the file at ``path``; every failure is a ``ConfigError``."""
+    file = os.fspath(path)
+    try:
+        with open(file, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(file, None, "no such file") from None
+    except OSError as exc:
+        raise ConfigError(file, None, f"cannot read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(file, None, "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        # tomllib's message already carries "(at line L, column C)".
+        raise ConfigError(file, None, f"TOML syntax error: {exc}") from None
+    return parse_config(data, file, resolve_secrets=resolve_secrets)
+
+
+def default_config_path() -> str:
+    return os.environ.get("BLINK_WATCHER_CONFIG") or DEFAULT_CONFIG_PATH

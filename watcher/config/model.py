@@ -1,0 +1,146 @@
+"""The frozen, validated config objects the daemon is built from."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal, TypeAlias
+
+from watcher.models import ExecutionKey
+
+DEFAULT_CONFIG_PATH: Final = "/etc/blink-watcher/config.toml"
+DEFAULT_BASE_URL: Final = "https://app.blinkops.com/api/v1"
+DEFAULT_TERMINAL_STATES: Final = (
+    "Completed",
+    "Failed",
+    "Cancelled",
+    "Canceled",
+    "Timeout",
+    "Skipped",
+)
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+WHITESPACE: Final = re.compile(r"\s")
+# Webhook headers a [[sinks]] headers table may not override (case-insensitive).
+RESERVED_HEADERS: Final = frozenset(
+    {"content-type", "content-length", "user-agent", "webhook-id", "webhook-timestamp",
+     "webhook-signature", "host"}
+)  # fmt: skip
+# RFC 9110 field-name (a token): "X Team" is refused by servers and "X:Team" would be
+# sent as header "X" with value "Team: ...".
+HEADER_NAME: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+class Secret:
+    """A credential. Its ``repr``/``str`` never show the value; ``reveal()`` does."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('<redacted>')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class BlinkConfig:
+    base_url: str = DEFAULT_BASE_URL
+    workspace_id: str | None = None
+    api_key: Secret | None = None
+    api_key_source: str = "env BLINK_API_KEY"
+    with_apply_view: bool = False
+    request_timeout_s: float = 10.0
+    max_concurrency: int = 32
+    rate_limit_per_s: float = 10.0
+    retry_attempts: int = 4
+    retry_backoff_s: float = 0.5
+    retry_backoff_max_s: float = 10.0
+    max_response_bytes: int = 4 * 1024 * 1024
+    allow_insecure_http: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PollConfig:
+    interval_s: float = 5.0
+    max_interval_s: float = 60.0
+    backoff: float = 1.5
+    jitter: float = 0.1
+    max_watch_s: float = 86400.0
+    not_found_grace: int = 3
+    terminal_states: frozenset[str] = frozenset(s.casefold() for s in DEFAULT_TERMINAL_STATES)
+
+    def is_terminal(self, state: str | None) -> bool:
+        return state is not None and state.casefold() in self.terminal_states
+
+
+@dataclass(frozen=True, slots=True)
+class LogSinkConfig:
+    name: str
+    path: Path | None = None  # None: standard output
+    states: frozenset[str] | None = None
+    # Not configurable: a local write fails only when the disk is full or the
+    # reader went away, so keep trying for a long while, one line at a time.
+    max_attempts: int = 120
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    max_in_flight: int = 1
+    type: Literal["log"] = "log"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSinkConfig:
+    name: str
+    url: str
+    secret: Secret | None = None
+    secret_source: str | None = None
+    timeout_s: float = 10.0
+    max_attempts: int = 12
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 300.0
+    max_in_flight: int = 8
+    headers: tuple[tuple[str, str], ...] = ()
+    states: frozenset[str] | None = None
+    allow_insecure_http: bool = False
+    type: Literal["webhook"] = "webhook"
+
+
+SinkConfig: TypeAlias = LogSinkConfig | WebhookSinkConfig
+
+
+def accepts(sink: SinkConfig, state: str | None) -> bool:
+    """The sink's ``states`` filter (case-insensitive); no filter accepts everything."""
+    return sink.states is None or (state is not None and state.casefold() in sink.states)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 9464
+    allow_remote: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole, validated configuration."""
+
+    file: str
+    blink: BlinkConfig
+    poll: PollConfig
+    executions: tuple[ExecutionKey, ...]
+    state_path: Path
+    log_level: str = "info"
+    log_format: Literal["json", "console"] = "json"
+    server: ServerConfig | None = None
+    sinks: tuple[SinkConfig, ...] = field(default_factory=tuple)
