@@ -4,24 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
 
 import pytest
 
-from tests.waiting import settle
+from tests.waiting import settle, until
 from watcher.duequeue import DueQueue, work_off
-
-
-async def until(condition: Callable[[], bool], *, turns: int = 2000) -> None:
-    """Let the loop turn until ``condition`` holds; fail rather than hang if it never does.
-
-    Loop turns, not time: what the queue does must not need a timer to happen.
-    """
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("condition never became true")
 
 
 async def test_pop_returns_the_earliest_due_item_first() -> None:
@@ -108,7 +95,7 @@ async def test_work_off_handles_every_item_in_due_order() -> None:
 
     worker = asyncio.create_task(work_off(queue, handle, 1))
     try:
-        await until(lambda: len(handled) == 4)
+        await until(lambda: len(handled) == 4, turns=2000)
     finally:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -138,11 +125,11 @@ async def test_work_off_never_runs_more_handlers_than_its_concurrency() -> None:
 
     worker = asyncio.create_task(work_off(queue, handle, 3))
     try:
-        await until(lambda: in_flight == 3)
+        await until(lambda: in_flight == 3, turns=2000)
         await settle()
         assert in_flight == 3  # the other seven wait their turn
         gate.set()
-        await until(lambda: len(done) == 10)
+        await until(lambda: len(done) == 10, turns=2000)
     finally:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -168,7 +155,7 @@ async def test_cancelling_work_off_puts_every_unfinished_item_back() -> None:
             raise
 
     worker = asyncio.create_task(work_off(queue, handle, 2))
-    await until(lambda: len(started) == 2)
+    await until(lambda: len(started) == 2, turns=2000)
     await settle()
     assert len(queue) == 6 - 2  # busy workers hold their item; nobody else takes one
 
@@ -202,7 +189,7 @@ async def test_work_off_can_be_restarted_on_the_same_queue_after_cancellation() 
     gate.set()
     second = asyncio.create_task(work_off(queue, handle, 2))
     try:
-        await until(lambda: len(handled) == 4)
+        await until(lambda: len(handled) == 4, turns=2000)
     finally:
         second.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -225,7 +212,7 @@ async def test_an_item_pushed_while_work_off_sleeps_is_handled(concurrency: int)
         await settle()
         assert handled == []
         queue.push(0.0, "now")
-        await until(lambda: handled == ["now"])
+        await until(lambda: handled == ["now"], turns=2000)
     finally:
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -239,7 +226,7 @@ async def test_idle_consumers_are_woken_one_per_due_item() -> None:
     await settle()
     queue.push(0.0, 1)
     queue.push(0.0, 2)
-    await until(lambda: sum(p.done() for p in poppers) == 2)
+    await until(lambda: sum(p.done() for p in poppers) == 2, turns=2000)
     await settle()
     assert sorted(p.result() for p in poppers if p.done()) == [1, 2]
     waiting = [p for p in poppers if not p.done()]

@@ -198,6 +198,16 @@ async def make() -> AsyncIterator[Make]:
         await harness.stop()
 
 
+def polls_still_possible(h: Harness) -> list[ExecutionKey]:
+    """Watches that could still be polled: queued and active, or with a poll in flight.
+
+    Empty means nothing else can happen, which a test can check at once instead
+    of sleeping and hoping a stray poll would have shown up by then.
+    """
+    queued = [w.key for w in h.sched._due.items() if w.active]
+    return queued + [KEY] * h.client.in_flight
+
+
 async def run_to_end(h: Harness, *keys: ExecutionKey) -> None:
     for key in keys or (KEY,):
         h.sched.add(key)
@@ -537,8 +547,8 @@ async def test_an_execution_is_never_polled_after_its_terminal_response(make: Ma
     h = make({k: [running()] * n + [state("Failed")] for n, k in enumerate(keys)})
 
     await run_to_end(h, *keys)
-    await asyncio.sleep(0.02)  # many intervals: room for a stray poll to show up
 
+    assert polls_still_possible(h) == []
     assert [h.client.calls_for(k) for k in keys] == [1, 2, 3, 4, 5]
     assert sorted(e.key for e in h.on_event.events) == sorted(keys)
     assert len(h.sched) == 0
@@ -551,8 +561,8 @@ async def test_adding_a_key_twice_watches_it_once(make: Make) -> None:
     h.sched.add_many([KEY, KEY], {})
 
     await run_to_end(h)
-    await asyncio.sleep(0.01)
 
+    assert polls_still_possible(h) == []
     assert len(h.on_event.events) == 1
     assert h.client.calls_for(KEY) == 1
 
@@ -565,10 +575,9 @@ async def test_remove_stops_polling_without_an_event(make: Make) -> None:
 
     h.sched.remove(KEY)
     await h.until_done()
-    calls = h.client.calls_for(KEY)
-    await asyncio.sleep(0.02)
+    await until(lambda: h.client.in_flight == 0)
 
-    assert h.client.calls_for(KEY) == calls
+    assert polls_still_possible(h) == []
     assert h.on_event.events == []
     assert KEY not in h.sched
     assert h.store.forgotten == [KEY]
@@ -584,8 +593,9 @@ async def test_a_watch_removed_during_its_poll_produces_no_event(make: Make) -> 
     h.sched.remove(KEY)
     h.client.gate.set()
     await until(lambda: h.client.in_flight == 0)
-    await asyncio.sleep(0.01)
+    await settle()  # the answer's handling (which must see the removal) has run
 
+    assert polls_still_possible(h) == []
     assert h.on_event.events == []
     assert KEY not in h.store.rows  # nor does the poll bring the forgotten row back
     assert h.sched.all_done.is_set()

@@ -19,10 +19,11 @@ from typing import NoReturn
 
 import structlog
 
+from watcher.config import accepts
 from watcher.duequeue import DueQueue, work_off
 from watcher.errors import DeliveryError, StoreError
 from watcher.http import backoff_delay
-from watcher.models import DeliveryRow, ExecutionKey, key_fields
+from watcher.models import DeliveryRow, Event, EventRecord, ExecutionKey, key_fields
 from watcher.sinks import Sink
 from watcher.store import Store
 
@@ -95,6 +96,26 @@ class Outbox:
         return [lane.sink for lane in self._lanes.values()]
 
     # --- intake ---------------------------------------------------------------------------
+
+    async def publish(self, event: Event) -> list[str]:
+        """Store ``event`` with one pending delivery per accepting sink, then start them.
+
+        Returns the names of those sinks. The event and its deliveries are
+        committed in one transaction before the first attempt (at-least-once:
+        docs/contract.md, "Guarantees"); a ``StoreError`` propagates unstored.
+        """
+        sinks = [
+            lane.sink.name
+            for lane in self._lanes.values()
+            if accepts(lane.sink.config, event.state)
+        ]
+        body = event.to_json()
+        record = EventRecord(
+            event.event_id, event.key, event.event, event.state, body, event.observed_at_s
+        )
+        await self._store.record_event(record, sinks)
+        self.enqueue(event.event_id, body, sinks, event.key)
+        return sinks
 
     def enqueue(
         self, event_id: str, body: bytes, sinks: Iterable[str], key: ExecutionKey | None

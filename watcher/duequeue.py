@@ -95,6 +95,10 @@ class DueQueue(Generic[T]):
         with contextlib.suppress(ValueError):  # already woken and taken off
             self._idle.remove(waiter)
 
+    def items(self) -> list[T]:
+        """Every queued item, due or not, left in the queue (for inspection)."""
+        return [entry[2] for entry in self._heap]
+
     def drain_items(self) -> list[T]:
         """Remove and return every item, due or not."""
         items = [entry[2] for entry in self._heap]

@@ -71,6 +71,16 @@ class Metrics:
             registry=r,
         )
 
+        self.reloads = Counter(
+            "blink_watcher_config_reloads",
+            "Configuration reloads by result (ok, failed: the running configuration was kept).",
+            ["result"],
+            registry=r,
+        )
+
+    def reload(self, result: str) -> None:
+        self.reloads.labels(result).inc()
+
     def api_response(self, outcome: str, seconds: float) -> None:
         self._api_counts[outcome] += 1
         self._latency_counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1

@@ -1,4 +1,4 @@
-"""Wiring and lifecycle: open the store, resume, run, reload on SIGHUP, stop gracefully.
+"""The daemon's lifecycle: build the parts, run them, reload all or nothing, stop gracefully.
 
 Signal handlers only queue a command; ``run`` does the work. On SIGTERM/SIGINT
 polling stops, deliveries get up to ``DRAIN_S`` seconds, and what is left stays
@@ -11,20 +11,30 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Callable, Iterable
-from typing import Final, Literal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Final, Literal, Protocol
 
 import structlog
 
-from watcher import logs as wlogging
+from watcher import logs
 from watcher.blink import BlinkClient
-from watcher.config import Config, SinkConfig, accepts, load_config
+from watcher.components import (
+    ClientFactory,
+    ReloadPlan,
+    SinkFactory,
+    keep_restart_only,
+    new_client,
+    plan_reload,
+    register_secrets,
+)
+from watcher.config import Config, load_config
 from watcher.delivery import Outbox
 from watcher.errors import ConfigError, StoreError
 from watcher.metrics import Metrics
-from watcher.models import Event, EventRecord, key_fields
+from watcher.models import Event, key_fields
 from watcher.scheduler import Scheduler
-from watcher.sinks import Sink, build_sink
+from watcher.sinks import build_sink
 from watcher.store import Store
 from watcher.systemd import Notifier
 
@@ -34,16 +44,11 @@ DRAIN_S: Final = 10.0
 STATUS_EVERY_S: Final = 5.0
 
 Command = Literal["stop", "reload", "done"]
+StoreFactory = Callable[[Path], Store]
 
 
-def register_secrets(config: Config) -> None:
-    """Teach the log scrubber every secret this config holds."""
-    if config.blink.api_key is not None:
-        wlogging.register_secret(config.blink.api_key.reveal())
-    for sink in config.sinks:
-        secret = getattr(sink, "secret", None)
-        if secret is not None:
-            wlogging.register_secret(secret.reveal())
+class _Closable(Protocol):
+    async def close(self) -> None: ...
 
 
 class Service:
@@ -56,20 +61,27 @@ class Service:
         exit_when_done: bool = False,
         notifier: Notifier | None = None,
         metrics: Metrics | None = None,
+        store_factory: StoreFactory = Store,
+        client_factory: ClientFactory = new_client,
+        sink_factory: SinkFactory = build_sink,
     ) -> None:
         self.config = config
         self.exit_when_done = exit_when_done
         self.notifier = notifier or Notifier(None)
         self.metrics = metrics or Metrics()
         self.started_at = time.time()
+        self._store_factory = store_factory
+        self._client_factory = client_factory
+        self._sink_factory = sink_factory
         self._commands: asyncio.Queue[Command] = asyncio.Queue()
         self._signals = 0
         self._force = asyncio.Event()
+        self._stopping = asyncio.Event()  # set at shutdown: retired resources close at once
         self.store: Store
         self.scheduler: Scheduler
         self.outbox: Outbox
         self.client: BlinkClient
-        self._tasks: list[asyncio.Task[object]] = []
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._tg: asyncio.TaskGroup | None = None
         # Called with each event once it is stored (the demo's live view listens here).
         self.listeners: list[Callable[[Event], None]] = []
@@ -106,9 +118,12 @@ class Service:
         """Run until stopped; the process exit code."""
         installed = self._install_signals()
         try:
-            async with Store(self.config.state_path) as store:
-                self.store = store
-                return await self._run_with_store()
+            # Whatever _build opened is closed here, in reverse order, however it ends:
+            # the listener first, then sinks and the client, the store (flushed) last.
+            async with contextlib.AsyncExitStack() as stack:
+                if not await self._build(stack):
+                    return 1
+                return await self._supervise()
         except StoreError as exc:
             log.error("store.failed", reason=str(exc))
             return 1
@@ -118,12 +133,19 @@ class Service:
                 loop.remove_signal_handler(sig)
             self.notifier.close()
 
-    async def _run_with_store(self) -> int:
+    async def _build(self, stack: contextlib.AsyncExitStack) -> bool:
+        """Open every part of the daemon into ``stack``; False when it cannot start."""
         config = self.config
-        self.client = self._new_client(config)
-        await self.client.__aenter__()
-        sinks = [build_sink(s) for s in config.sinks]
-        self.outbox = Outbox(self.store, sinks, observer=self.metrics.delivery)
+        self.store = await stack.enter_async_context(self._store_factory(config.state_path))
+        self.client = await self._client_factory(config, self.metrics).__aenter__()
+        # Whichever client is current at the end: a reload may have replaced this one.
+        stack.push_async_callback(lambda: self.client.close())
+        self.outbox = Outbox(
+            self.store,
+            [self._sink_factory(s) for s in config.sinks],
+            observer=self.metrics.delivery,
+        )
+        stack.push_async_callback(self.outbox.close_sinks)
         self.scheduler = Scheduler(
             config.poll,
             self.client,
@@ -132,37 +154,31 @@ class Service:
             concurrency=config.blink.max_concurrency,
         )
         # In its own frame: this frame lives as long as the daemon, and the
-        # start-up maps (100,000 stored rows, every finished key) must not.
+        # start-up maps (100,000 stored rows) must not.
         counts = await self._resume()
         self._bind_metrics()
         log.info("service.started", **counts, state_path=str(config.state_path))
-        server = None
-        try:
-            if config.server is not None:
-                from watcher.server import start_server
+        if config.server is not None:
+            from watcher.server import start_server
 
-                try:
-                    server = await start_server(self, config.server)
-                except OSError as exc:
-                    log.error("server.failed", reason=str(exc), key="server.listen")
-                    return 1
-            self.notifier.ready(self.status_text())
-            return await self._supervise()
-        finally:
-            if server is not None:
-                await server.cleanup()
-            await self.outbox.close_sinks()
-            await self.client.close()
+            try:
+                runner = await start_server(self, config.server)
+            except OSError as exc:
+                log.error("server.failed", reason=str(exc), key="server.listen")
+                return False
+            stack.push_async_callback(runner.cleanup)
+        self.notifier.ready(self.status_text())
+        return True
 
     async def _resume(self) -> dict[str, int]:
         """Schedule the configured watches, resuming stored ones; counts for the log."""
         executions = self.config.executions
-        finished = await self.store.finished_keys()
+        reported = await self.store.reported_keys(executions)
         # Each key once, as the config spelled it: watches share the config's
         # tuples instead of holding copies of the strings the store returns.
-        todo = {k: k for k in executions if k not in finished}
+        todo = {k: k for k in executions if k not in reported}
         already_finished = len(executions) - len(todo)
-        del finished
+        del reported
         resumed = 0
         async for rows in self.store.watch_batches():
             for ws, ex, state, polls, first_seen_at in rows:
@@ -181,18 +197,20 @@ class Service:
             "pending_deliveries": restored,
         }
 
+    def _start_task(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+        assert self._tg is not None
+        self._tasks[name] = self._tg.create_task(coro, name=name)
+
     async def _supervise(self) -> int:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
-                self._tasks = [
-                    tg.create_task(self.scheduler.run(), name="scheduler"),
-                    tg.create_task(self.outbox.run(), name="outbox"),
-                    tg.create_task(self.notifier.watchdog(), name="watchdog"),
-                    tg.create_task(self._report_status(), name="status"),
-                ]
+                self._start_task("scheduler", self.scheduler.run())
+                self._start_task("outbox", self.outbox.run())
+                self._start_task("watchdog", self.notifier.watchdog())
+                self._start_task("status", self._report_status())
                 if self.exit_when_done:
-                    self._tasks.append(tg.create_task(self._done_watcher(), name="done"))
+                    self._start_task("done", self._done_watcher())
                 while True:
                     command = await self._commands.get()
                     if command == "reload":
@@ -210,7 +228,7 @@ class Service:
 
     async def _shutdown(self, command: Command) -> None:
         self.notifier.stopping()
-        poller = self._tasks[0]  # the scheduler's task (replaced when the pool is resized)
+        poller = self._tasks.pop("scheduler")
         poller.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await poller
@@ -218,13 +236,16 @@ class Service:
             log.info(
                 "service.draining", pending_deliveries=self.outbox.outstanding, within_s=DRAIN_S
             )
-            drain: asyncio.Task[object] = asyncio.create_task(self.outbox.drain(DRAIN_S))
-            force: asyncio.Task[object] = asyncio.create_task(self._force.wait())
+            drain = asyncio.ensure_future(self.outbox.drain(DRAIN_S))
+            force = asyncio.ensure_future(self._force.wait())
             await asyncio.wait({drain, force}, return_when=asyncio.FIRST_COMPLETED)
             for task in (drain, force):
                 task.cancel()
-        for task in self._tasks:
+        for task in self._tasks.values():
             task.cancel()
+        # Retired clients and sinks waiting out their grace period close now; the
+        # task group waits for them instead of cancelling them half-closed.
+        self._stopping.set()
         await self.store.flush()
         log.info(
             "service.stopped",
@@ -259,13 +280,7 @@ class Service:
     # --- events ---------------------------------------------------------------------------
 
     async def _on_event(self, event: Event) -> None:
-        body = event.to_json()
-        sinks = [s.name for s in self.config.sinks if accepts(s, event.state)]
-        record = EventRecord(
-            event.event_id, event.key, event.event, event.state, body, event.observed_at_s
-        )
-        await self.store.record_event(record, sinks)
-        self.outbox.enqueue(event.event_id, body, sinks, event.key)
+        sinks = await self.outbox.publish(event)
         self.metrics.event(event.event, event.state)
         for listener in self.listeners:
             listener(event)
@@ -280,88 +295,84 @@ class Service:
 
     # --- reload ---------------------------------------------------------------------------
 
-    def _new_client(self, config: Config) -> BlinkClient:
-        register_secrets(config)
-        return BlinkClient(
-            config.blink, observer=self.metrics.api_response, on_retry=self.metrics.api_retries.inc
-        )
-
     async def _reload_safely(self) -> None:
+        self.notifier.reloading()
         try:
             await self._reload()
         except Exception as exc:
-            # A reload must never take the daemon down: keep running as we were.
-            log.exception("config.reload_failed", reason=f"{type(exc).__name__}: {exc}")
-            self.notifier.ready(self.status_text())
+            # Nothing was swapped in (see _reload): the daemon runs exactly as before.
+            log.error(
+                "config.reload_failed",
+                reason=f"{type(exc).__name__}: {exc}",
+                kept="the running configuration",
+            )
+            self.metrics.reload("failed")
+        self.notifier.ready(self.status_text())
 
     async def _reload(self) -> None:
-        self.notifier.reloading()
+        """Build everything the new config needs, then swap it all in at once."""
         try:
             new = load_config(self.config.file)
         except ConfigError as exc:
             log.error("config.reload_failed", reason=str(exc), kept="the running configuration")
-            self.notifier.ready(self.status_text())
+            self.metrics.reload("failed")
             return
-        old = self.config
-        self.config = new
-        wlogging.configure(new.log_level, new.log_format)
-        register_secrets(new)
-        if new.blink != old.blink:
-            client = self._new_client(new)
-            await client.__aenter__()
-            retired, self.client = self.client, client
-            self.scheduler.client = client
-            # Requests in flight finish on the old session before it closes.
-            self._spawn(_close_later(retired, new.blink.request_timeout_s + 1))
-        self.scheduler.poll = new.poll
-        if new.blink.max_concurrency != self.scheduler.concurrency:
-            self.scheduler.concurrency = new.blink.max_concurrency
-            self._restart_scheduler()
-        self._apply_sinks(old.sinks, new.sinks)
-        added, removed = await self._apply_executions(new)
-        self.outbox.restore(await self.store.open_deliveries())  # e.g. --retry-dead
+        new = keep_restart_only(self.config, new)
+        async with contextlib.AsyncExitStack() as stack:
+            plan = await plan_reload(
+                stack,
+                old=self.config,
+                new=new,
+                metrics=self.metrics,
+                store=self.store,
+                running_sinks=self.outbox.current_sinks(),
+                watched=self.scheduler.watched_keys(),
+                client_factory=self._client_factory,
+                sink_factory=self._sink_factory,
+            )
+            stack.pop_all()  # built: from here on the plan's pieces belong to the daemon
+        self._apply(plan)
+        self.metrics.reload("ok")
         log.info(
             "config.reloaded",
-            added=added,
-            removed=removed,
+            added=len(plan.added),
+            removed=len(plan.removed),
             watching=len(self.scheduler),
             sinks=[s.name for s in new.sinks],
         )
-        self.notifier.ready(self.status_text())
 
-    def _spawn(self, coro: object) -> None:
-        assert self._tg is not None
-        self._tasks.append(self._tg.create_task(coro))  # type: ignore[arg-type]
-
-    def _restart_scheduler(self) -> None:
-        old = self._tasks[0]
-        old.cancel()  # polls in flight put their watch back in the queue
-        assert self._tg is not None
-        self._tasks[0] = self._tg.create_task(self.scheduler.run(), name="scheduler")
-
-    def _apply_sinks(self, old: Iterable[SinkConfig], new: Iterable[SinkConfig]) -> None:
-        current = {s.name: s for s in self.outbox.current_sinks()}
-        old_cfg = {s.name: s for s in old}
-        sinks: list[Sink] = []
-        for cfg in new:
-            keep = current.get(cfg.name)
-            sinks.append(
-                keep if keep is not None and old_cfg.get(cfg.name) == cfg else build_sink(cfg)
-            )
-        for retired in self.outbox.replace_sinks(sinks):
-            self._spawn(retired.close())
-
-    async def _apply_executions(self, new: Config) -> tuple[int, int]:
-        wanted = dict.fromkeys(new.executions)
-        removed = [k for k in self.scheduler.watched_keys() if k not in wanted]
-        for key in removed:
+    def _apply(self, plan: ReloadPlan) -> None:
+        """Swap the built pieces in. No I/O and nothing that can fail halfway."""
+        old, new = self.config, plan.config
+        self.config = new
+        logs.configure(new.log_level, new.log_format)
+        register_secrets(new)
+        if plan.client is not None:
+            retired, self.client = self.client, plan.client
+            self.scheduler.client = plan.client
+            # Requests in flight finish on the old session before it closes.
+            self._close_later(retired, old.blink.request_timeout_s + 1)
+        self.scheduler.poll = new.poll
+        if new.blink.max_concurrency != self.scheduler.concurrency:
+            self.scheduler.concurrency = new.blink.max_concurrency
+            self._tasks.pop("scheduler").cancel()  # polls in flight put their watch back
+            self._start_task("scheduler", self.scheduler.run())
+        for sink in self.outbox.replace_sinks(plan.sinks):
+            self._close_later(sink, 0.0)
+        for key in plan.removed:
             self.scheduler.remove(key)
-        candidates = [k for k in wanted if k not in self.scheduler]
-        finished = await self.store.finished_keys(candidates)
-        added = [k for k in candidates if k not in finished]
-        resumed = {row.key: row for row in await self.store.load_watches() if row.key in added}
-        self.scheduler.add_many(added, resumed)
-        return len(added), len(removed)
+        self.scheduler.add_many(plan.added, plan.resumed)
+        self.outbox.restore(plan.deliveries)
+
+    def _close_later(self, resource: _Closable, delay_s: float) -> None:
+        async def close() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay_s)
+            with contextlib.suppress(Exception):
+                await resource.close()
+
+        assert self._tg is not None
+        self._tg.create_task(close(), name=f"close {type(resource).__name__}")
 
     # --- observability --------------------------------------------------------------------
 
@@ -388,8 +399,3 @@ class Service:
         if len(self.scheduler) and self.scheduler.last_ok_at is None:
             return False, "no successful Blink API response yet"
         return True, "ok"
-
-
-async def _close_later(client: BlinkClient, delay_s: float) -> None:
-    await asyncio.sleep(delay_s)
-    await client.close()

@@ -262,6 +262,10 @@ class Store:
 
         return await self._run(read)
 
+    async def reported_keys(self, keys: Iterable[ExecutionKey]) -> set[ExecutionKey]:
+        """Those of ``keys`` whose ending event was already produced."""
+        return await self.finished_keys(keys)
+
     async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
         db = self._db()
 

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -177,13 +177,3 @@ class Daemon:
         await asyncio.gather(*self._readers)
         assert self.proc.returncode is not None
         return Run.parse(self.proc.returncode, bytes(self.stdout), bytes(self.stderr))
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "") -> None:
-    """Poll ``predicate`` every few ms; fail (never hang) after ``timeout``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not predicate():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out waiting for {what or predicate}")
-        await asyncio.sleep(0.01)

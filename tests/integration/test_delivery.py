@@ -15,10 +15,10 @@ from tests.integration.harness import (
     API_KEY,
     WEBHOOK_SECRET,
     daemon_env,
-    wait_until,
     webhook_sink,
     write_config,
 )
+from tests.waiting import until
 from watcher.sim import Delivery, Simulator
 
 WS = "ws-main"
@@ -132,7 +132,7 @@ async def test_kill_9_mid_flight_loses_nothing(
             sinks=webhook_sink(sim, backoff_initial=0.02, backoff_max=0.05),
         )
         daemon = await start_daemon("run", "-c", str(config), env=daemon_env())
-        await wait_until(lambda: len(sim.deliveries) >= kill_after_attempts, what="deliveries")
+        await until(lambda: len(sim.deliveries) >= kill_after_attempts, what="deliveries")
         daemon.signal(signal.SIGKILL)
         await daemon.finish()
 
@@ -175,9 +175,9 @@ async def test_second_sigterm_skips_the_drain_and_pending_deliveries_resume(
             sinks=webhook_sink(sim, timeout=60),
         )
         daemon = await start_daemon("run", "-c", str(config))
-        await wait_until(lambda: len(sim.deliveries) >= 3, what="first attempts")
+        await until(lambda: len(sim.deliveries) >= 3, what="first attempts")
         daemon.signal(signal.SIGTERM)
-        await wait_until(lambda: daemon.logged("service.draining"), what="the drain")
+        await until(lambda: daemon.logged("service.draining"), what="the drain")
         daemon.signal(signal.SIGTERM)
         stopped = await daemon.finish()
         assert stopped.returncode == 0

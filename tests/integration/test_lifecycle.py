@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import API_KEY, daemon_env, wait_until, write_config
+from tests.integration.harness import API_KEY, daemon_env, write_config
+from tests.waiting import until
 from watcher.sim import Simulator
 
 WS = "ws-main"
@@ -68,13 +69,13 @@ async def test_notify_protocol_ready_watchdog_reload_stopping(
         env = daemon_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="100000")
         daemon = await start_daemon("run", "-c", str(config), env=env)
 
-        await wait_until(lambda: notify.count("READY") == 1, what="READY=1")
+        await until(lambda: notify.count("READY") == 1, what="READY=1")
         ready = notify.messages[notify.index("READY")]
         assert ready["STATUS"].startswith("watching 1, finished 0")
-        await wait_until(lambda: notify.count("WATCHDOG", "1") >= 5, what="watchdog pings")
+        await until(lambda: notify.count("WATCHDOG", "1") >= 5, what="watchdog pings")
 
         daemon.signal(signal.SIGHUP)
-        await wait_until(lambda: notify.count("READY") == 2, what="READY=1 after reload")
+        await until(lambda: notify.count("READY") == 2, what="READY=1 after reload")
         reloading = notify.index("RELOADING")
         assert notify.messages[reloading]["RELOADING"] == "1"
         assert int(notify.messages[reloading]["MONOTONIC_USEC"]) > 0
@@ -83,7 +84,7 @@ async def test_notify_protocol_ready_watchdog_reload_stopping(
         daemon.signal(signal.SIGTERM)
         run = await daemon.finish()
         assert run.returncode == 0
-        await wait_until(lambda: notify.count("STOPPING") == 1, what="STOPPING=1")
+        await until(lambda: notify.count("STOPPING") == 1, what="STOPPING=1")
 
 
 async def test_no_notify_socket_means_no_notifications(tmp_path: Path, run_daemon: Any) -> None:
@@ -108,28 +109,28 @@ async def test_sighup_adds_and_removes_executions_and_keeps_a_broken_config_out(
         write_config(path, sim, ["running", "removed"])
         env = daemon_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="100000")
         daemon = await start_daemon("run", "-c", str(path), env=env)
-        await wait_until(lambda: sim.requests_for(WS, "removed") >= 2, what="first polls")
+        await until(lambda: sim.requests_for(WS, "removed") >= 2, what="first polls")
 
         write_config(path, sim, ["running", "added"])
         daemon.signal(signal.SIGHUP)
-        await wait_until(lambda: daemon.logged("config.reloaded"), what="reload")
+        await until(lambda: daemon.logged("config.reloaded"), what="reload")
         removed_polls = sim.requests_for(WS, "removed")
-        await wait_until(lambda: b'"execution_id":"added"' in daemon.stdout, what="added's event")
+        await until(lambda: b'"execution_id":"added"' in daemon.stdout, what="added's event")
         # Plenty of polls of the execution still watched, none more of the removed one
         # (one poll may have been in flight when the reload landed).
         baseline = sim.requests_for(WS, "running")
-        await wait_until(lambda: sim.requests_for(WS, "running") >= baseline + 10, what="polls")
+        await until(lambda: sim.requests_for(WS, "running") >= baseline + 10, what="polls")
         assert sim.requests_for(WS, "removed") <= removed_polls + 1
 
         # A broken file is reported and the running configuration kept.
         path.write_text("[blink\nthis is not toml")
         watchdogs = notify.count("WATCHDOG")
         daemon.signal(signal.SIGHUP)
-        await wait_until(lambda: daemon.logged("config.reload_failed"), what="reload failure")
-        await wait_until(lambda: notify.count("READY") == 3, what="READY after failed reload")
+        await until(lambda: daemon.logged("config.reload_failed"), what="reload failure")
+        await until(lambda: notify.count("READY") == 3, what="READY after failed reload")
         baseline = sim.requests_for(WS, "running")
-        await wait_until(lambda: sim.requests_for(WS, "running") >= baseline + 5, what="polls")
-        await wait_until(lambda: notify.count("WATCHDOG") >= watchdogs + 3, what="watchdog")
+        await until(lambda: sim.requests_for(WS, "running") >= baseline + 5, what="polls")
+        await until(lambda: notify.count("WATCHDOG") >= watchdogs + 3, what="watchdog")
 
         daemon.signal(signal.SIGTERM)
         run = await daemon.finish()
@@ -146,7 +147,7 @@ async def test_sigint_stops_like_sigterm(tmp_path: Path, start_daemon: Any) -> N
     async with Simulator(api_key=API_KEY, scripts=[RUNNING]) as sim:
         config = write_config(tmp_path / "config.toml", sim, ["running"])
         daemon = await start_daemon("run", "-c", str(config))
-        await wait_until(lambda: sim.requests_for(WS, "running") >= 1, what="a poll")
+        await until(lambda: sim.requests_for(WS, "running") >= 1, what="a poll")
         daemon.signal(signal.SIGINT)
         run = await daemon.finish()
         assert run.returncode == 0
@@ -231,7 +232,7 @@ async def test_reload_with_new_api_settings_keeps_every_watch(
         ids = [f"ex-{i}" for i in range(6)]
         write_config(path, sim, ids, poll={"interval": 0.01, "max_interval": 0.01})
         daemon = await start_daemon("run", "-c", str(path), "--exit-when-done")
-        await wait_until(lambda: sim.total_requests >= 30, what="polls under way")
+        await until(lambda: sim.total_requests >= 30, what="polls under way")
         # A resized worker pool and a new API session, mid-flight.
         write_config(
             path,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import socket
@@ -12,7 +11,8 @@ from typing import Any
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.harness import API_KEY, wait_until, webhook_sink, write_config
+from tests.integration.harness import API_KEY, webhook_sink, write_config
+from tests.waiting import until
 from watcher.sim import Simulator
 
 WS = "ws-main"
@@ -60,20 +60,22 @@ async def test_metrics_readiness_and_status_follow_the_run(
             except aiohttp.ClientConnectionError:
                 return 0, ""
 
-        async def until(path: str, status: int) -> str:
-            deadline = asyncio.get_running_loop().time() + 15
-            while True:
-                code, body = await get(path)
-                if code == status:
-                    return body
-                assert asyncio.get_running_loop().time() < deadline, f"{path}: {code} {body}"
-                await asyncio.sleep(0.02)
+        async def answered(path: str, status: int) -> str:
+            last: list[str] = []
 
-        await until("/healthz", 200)
-        ready = json.loads(await until("/readyz", 200))
+            async def answers() -> bool:
+                code, body = await get(path)
+                last[:] = [body]
+                return code == status
+
+            await until(answers, limit_s=15, what=f"{path} to answer {status}")
+            return last[0]
+
+        await answered("/healthz", 200)
+        ready = json.loads(await answered("/readyz", 200))
         assert ready == {"ready": True, "reason": "ok"}
-        await wait_until(lambda: b'"execution_id":"done"' in daemon.stdout, what="the event")
-        await wait_until(lambda: len(sim.deliveries) >= 1, what="the delivery")
+        await until(lambda: b'"execution_id":"done"' in daemon.stdout, what="the event")
+        await until(lambda: len(sim.deliveries) >= 1, what="the delivery")
 
         _, text = await get("/metrics")
         m = samples(text)
@@ -97,12 +99,12 @@ async def test_metrics_readiness_and_status_follow_the_run(
 
         # The key is rejected: not ready, with the reason; accepted again: ready.
         sim.set_api_key("a-rotated-key")
-        not_ready = json.loads(await until("/readyz", 503))
+        not_ready = json.loads(await answered("/readyz", 503))
         assert "401" in not_ready["reason"]
         _, text = await get("/metrics")
         assert samples(text)[("blink_watcher_api_requests_total", (("outcome", "auth"),))] >= 1
         sim.set_api_key(API_KEY)
-        await until("/readyz", 200)
+        await answered("/readyz", 200)
 
         status = await (await start_daemon("status", "-c", str(config), "--json")).finish()
         assert status.returncode == 0, status.stderr
