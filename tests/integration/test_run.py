@@ -19,7 +19,7 @@ def script(execution_id: str, *steps: str, ws: str = WS, **fields: Any) -> dict[
     return s
 
 
-# Every fault SPEC §6 names, on the way to a terminal state.
+# Every fault docs/contract.md ("Retries") names, on the way to a terminal state.
 SCRIPTS = [
     script("ok-quick", "Running", "Completed"),
     script("ok-slow", "Pending", "Running", "Running", "Running", "Completed"),
