@@ -1,4 +1,4 @@
-"""BlinkClient against aioresponses: every fault in docs/contract.md ("Retries"), plus its helpers."""
+"""BlinkClient against aioresponses: every fault in docs/contract.md, plus its helpers."""
 
 from __future__ import annotations
 
