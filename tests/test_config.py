@@ -641,6 +641,68 @@ def test_webhook_secret_from_env_and_file(
     assert file_sink.secret == Secret(WHSEC)
 
 
+SLACK_URL = "https://hooks.slack.com/services/T000/B000/XXXXtoken1234567890"
+
+
+def test_a_webhook_url_can_come_from_a_credential_file_or_variable(
+    load: Load, write: Write, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATOPS_URL", SLACK_URL)
+    write(SLACK_URL + "\n", "slack-url")
+
+    config = load(
+        '[[sinks]]\ntype = "webhook"\nurl_env = "CHATOPS_URL"\n'
+        '[[sinks]]\ntype = "webhook"\nname = "teams"\nurl_file = "slack-url"\n'
+    )
+
+    env_sink, file_sink = config.sinks
+    assert isinstance(env_sink, WebhookSinkConfig)
+    assert isinstance(file_sink, WebhookSinkConfig)
+    assert env_sink.url == file_sink.url == SLACK_URL
+    assert env_sink.url_source == "env CHATOPS_URL"
+    # Named as an inline URL would be, so moving the URL to a credential keeps its deliveries.
+    inline = load(f'[[sinks]]\ntype = "webhook"\nurl = "{SLACK_URL}"\n').sinks[0]
+    assert env_sink.name == inline.name
+    assert file_sink.name == "teams"
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        'url = "https://a.example/x"\nurl_env = "CHATOPS_URL"\n',
+        'secret_env = "X"\n',
+    ],
+)
+def test_a_webhook_needs_exactly_one_url_source(fail: Fail, lines: str) -> None:
+    error = fail('[[sinks]]\ntype = "webhook"\n' + lines)
+
+    assert error.key == "sinks[0].url"
+    assert "exactly one of url, url_env or url_file" in error.message
+
+
+def test_a_credential_url_that_is_not_a_url_is_named_by_its_key_without_its_text(
+    fail: Fail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATOPS_URL", "not-a-url-but-a-token-1234567")
+
+    error = fail('[[sinks]]\ntype = "webhook"\nurl_env = "CHATOPS_URL"\n')
+
+    assert error.key == "sinks[0].url_env"
+    assert "token-1234567" not in str(error)
+
+
+def test_check_config_never_shows_a_credential_url(
+    load: Load, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHATOPS_URL", SLACK_URL)
+    config = load('[[sinks]]\ntype = "webhook"\nurl_env = "CHATOPS_URL"\n')
+
+    shown = effective_config_toml(config)
+
+    assert "XXXXtoken" not in shown
+    assert "<redacted, from env CHATOPS_URL>" in shown
+
+
 @pytest.mark.parametrize(
     ("secret", "telltale"),
     [
@@ -728,13 +790,14 @@ def full_config(load: Load, monkeypatch: pytest.MonkeyPatch) -> Config:
         interval = 2.0
         terminal_states = ["Completed", "Failed"]
         [watch]
-        executions = ["a", "other/b", 'q"uote', 'back\\slash']
+        executions = ["a", "other/b"]
         [logging]
         level = "warning"
         [server]
         listen = "127.0.0.1:9100"
         [[sinks]]
         type = "log"
+        name = 'q"uote back\\slash'
         states = ["Failed"]
         [[sinks]]
         type = "webhook"
@@ -759,7 +822,8 @@ def test_effective_config_parses_back_as_toml_with_the_effective_values(
     assert shown["poll"]["interval"] == 2.0
     assert shown["poll"]["max_interval"] == 60.0
     assert shown["poll"]["terminal_states"] == ["completed", "failed"]
-    assert shown["watch"]["executions"] == ["ws/a", "other/b", 'ws/q"uote', "ws/back\\slash"]
+    assert shown["watch"]["executions"] == ["ws/a", "other/b"]
+    assert shown["sinks"][0]["name"] == 'q"uote back\\slash'  # TOML escaping holds
     assert shown["logging"] == {"level": "warning", "format": "json"}
     assert shown["server"] == {"listen": "127.0.0.1:9100", "allow_remote": False}
     log_sink, hook = shown["sinks"]
@@ -767,7 +831,7 @@ def test_effective_config_parses_back_as_toml_with_the_effective_values(
     assert log_sink["states"] == ["failed"]
     assert hook["type"] == "webhook"
     assert hook["max_attempts"] == 5
-    assert hook["url"] == ("https://hooks.example.com/blink?token=<redacted>&team=<redacted>")
+    assert hook["url"] == "https://hooks.example.com"  # the path and query may be the token
     assert hook["headers"] == {"Authorization": "<redacted>", "X-Team": "<redacted>"}
     assert "env BLINK_WATCHER_WEBHOOK_SECRET" in hook["secret"]
     assert "env BLINK_API_KEY" in shown["blink"]["api_key"]
@@ -843,3 +907,18 @@ def test_an_unknown_key_is_reported_before_a_missing_api_key(
     monkeypatch.delenv("BLINK_API_KEY")
     error = fail("[blink]\nrate_limt = 3\n")
     assert error.key == "blink.rate_limt"
+
+
+def test_a_placeholder_webhook_host_is_a_warning_not_an_error(load: Load) -> None:
+    config = load(WEBHOOK + '[[sinks]]\ntype = "webhook"\nurl = "https://hooks.slack.com/x"\n')
+
+    assert len(config.warnings) == 1
+    assert "sinks[0].url: https://hooks.example.com is a placeholder host" in config.warnings[0]
+
+
+@pytest.mark.parametrize("bad", ["01J9?x=1", "a#b", "ws/ex%20", "ex\\y", "ex<1>", "ex\u00e9"])
+def test_an_id_with_characters_no_execution_id_has_is_rejected(fail: Fail, bad: str) -> None:
+    error = fail(f"[watch]\nexecutions = [{bad!r}]\n".replace("'", '"'))
+
+    assert error.key == "watch.executions[0]"
+    assert "cannot be in" in error.message

@@ -531,6 +531,43 @@ async def test_an_auth_error_polls_again_at_max_interval_until_a_200_clears_it(m
     assert names.count("api.auth_recovered") == 1
 
 
+async def test_a_404_counts_as_an_api_answer_for_readiness(make: Make) -> None:
+    h = make({KEY: [not_found()]})
+    h.sched.add(KEY)
+    h.start()
+
+    await until(lambda: h.client.calls_for(KEY) >= 1 and h.sched.last_ok_at is not None)
+
+    assert h.sched.last_ok_at == h.clock.now
+
+
+async def test_a_probe_clears_a_failing_key_without_waiting_for_the_next_poll(
+    make: Make,
+) -> None:
+    h = make({KEY: [AuthError("HTTP 401", status=401)]})
+    h.sched.add(KEY)
+    h.start()
+    await until(lambda: h.sched.auth_failing)
+    h.client.scripts[KEY] = [running()]  # the key was fixed (a reload brought a new one)
+
+    await h.sched.probe()
+
+    assert h.sched.auth_failing is False
+    assert h.client.calls_for(KEY) == 2  # the probe; the watch itself waits max_interval
+
+
+async def test_a_probe_with_the_key_still_rejected_keeps_readiness_failing(make: Make) -> None:
+    h = make({KEY: [AuthError("HTTP 401", status=401)]})
+    h.sched.add(KEY)
+    h.start()
+    await until(lambda: h.sched.auth_failing)
+
+    await h.sched.probe()
+
+    assert h.sched.auth_failing is True
+    assert h.sched.last_ok_at is None
+
+
 async def test_a_bug_in_the_client_costs_one_poll_not_the_watch(make: Make) -> None:
     h = make({KEY: [RuntimeError("boom"), state("Completed")]})
 

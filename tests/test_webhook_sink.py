@@ -292,7 +292,7 @@ async def test_no_answer_within_the_timeout_is_retryable(
 
     assert info.value.retryable is True
     assert "SECRET" not in str(info.value)
-    assert "token=<redacted>" in str(info.value)
+    assert str(info.value).startswith(f"no answer from {receiver.base} ")
 
 
 async def test_an_error_never_shows_the_url_token(
@@ -310,7 +310,27 @@ async def test_an_error_never_shows_the_url_token(
 
     assert "HTTP 500" in str(info.value)
     assert "SECRET" not in str(info.value)
-    assert "/hook" in str(info.value)
+    assert f"from {receiver.base}:" in str(info.value)  # scheme, host and port only
+
+
+async def test_a_token_in_the_url_path_never_shows_in_an_error(
+    receiver: Receiver, make_sink: Callable[..., WebhookSink]
+) -> None:
+    # Slack, Teams, Discord and Google Chat incoming webhooks: the path is the token.
+    token_path = "/services/T000/B000/XXXXtoken1234567890"
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.Response(status=503, text=f"no route for {request.path}")
+
+    receiver.respond = echo
+    sink = make_sink(f"{receiver.base}{token_path}")
+
+    with pytest.raises(DeliveryError) as info:
+        await sink.deliver(EVENT_ID, BODY)
+
+    assert "XXXXtoken" not in str(info.value)
+    assert "T000" not in str(info.value)
+    assert str(info.value).startswith(f"HTTP 503 from {receiver.base}")
 
 
 async def test_a_token_straddling_the_cut_of_the_error_text_is_scrubbed_whole(

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 import structlog
 
 from watcher.blink import BlinkClient
-from watcher.config import Config, SinkConfig
+from watcher.config import Config, SinkConfig, WebhookSinkConfig
 from watcher.metrics import Metrics
 from watcher.models import DeliveryRow, ExecutionKey, WatchRow
 from watcher.redact import register_secret
 from watcher.sinks import Sink, build_sink
+from watcher.sinks.webhook import url_secrets
 from watcher.store import Store
 
 log = structlog.get_logger("watcher.components")
@@ -38,9 +39,11 @@ def register_secrets(config: Config) -> None:
     if config.blink.api_key is not None:
         register_secret(config.blink.api_key.reveal())
     for sink in config.sinks:
-        secret = getattr(sink, "secret", None)
-        if secret is not None:
-            register_secret(secret.reveal())
+        if isinstance(sink, WebhookSinkConfig):
+            if sink.secret is not None:
+                register_secret(sink.secret.reveal())
+            for part in url_secrets(sink.url):
+                register_secret(part)
 
 
 def new_client(config: Config, metrics: Metrics) -> BlinkClient:

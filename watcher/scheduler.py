@@ -220,10 +220,7 @@ class Scheduler:
         if not watch.active:
             return None  # removed while the request was in flight: no write, no event
         now = self._wall()
-        self.last_ok_at = now
-        if self.auth_failing:
-            self.auth_failing = False
-            log.info("api.auth_recovered")
+        self._answered(now)
         watch.polls += 1
         watch.not_found = 0
         state = execution.reported_state
@@ -247,6 +244,36 @@ class Scheduler:
         if now >= watch.first_seen_at + self.poll.max_watch_s:
             return await self._finish(watch, "execution.watch_timeout", watch.state, execution)
         return poll_delay_s(self.poll, watch.level, self._rng)
+
+    def _answered(self, now: float) -> None:
+        self.last_ok_at = now
+        if self.auth_failing:
+            self.auth_failing = False
+            log.info("api.auth_recovered")
+
+    async def probe(self) -> None:
+        """Ask the API about one watched execution now, to learn whether the key works.
+
+        After a reload brings a new key, watches wait out ``poll.max_interval``
+        (auth failures slow them down); this one request lets ``/readyz`` tell
+        within seconds. The answer itself is left to that watch's next poll.
+        """
+        key = next((k for k, w in self._watches.items() if w.active), None)
+        if key is None:
+            return
+        try:
+            await self.client.get_execution(key)
+        except PermanentApiError:
+            pass
+        except AuthError:
+            log.error(
+                "api.auth_still_failing", **key_fields(key), hint="the new key is rejected too"
+            )
+            return
+        except Exception as exc:  # transient: the regular polls will tell
+            log.info("api.probe_failed", **key_fields(key), reason=str(exc))
+            return
+        self._answered(self._wall())
 
     def _note_unknown(self, watch: Watch, state: str) -> None:
         folded = state.casefold()
@@ -278,12 +305,15 @@ class Scheduler:
                 **key_fields(watch.key),
                 status=exc.status,
                 reason=str(exc),
-                action="fix the API key (blink.api_key_file / api_key_env) and reload; "
-                "polling continues at poll.max_interval",
+                action="fix the API key, then reload if blink.api_key_file names a plain file, "
+                "or restart if the key comes from the environment or a systemd credential "
+                "(both are read only at start); polling continues at poll.max_interval",
             )
         return self.poll.max_interval_s
 
     async def _after_permanent(self, watch: Watch, exc: PermanentApiError) -> float | None:
+        # A 400 or 404 is an answer about the execution: the API and the key work.
+        self._answered(self._wall())
         watch.polls += 1
         if exc.status == 400:
             log.warning("execution.invalid", **key_fields(watch.key), reason=str(exc))

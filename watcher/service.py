@@ -31,6 +31,7 @@ from watcher.components import (
 from watcher.config import Config, load_config
 from watcher.delivery import Outbox
 from watcher.errors import ConfigError, StoreError
+from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
 from watcher.models import Event, key_fields
 from watcher.scheduler import Scheduler
@@ -124,6 +125,9 @@ class Service:
                 if not await self._build(stack):
                     return 1
                 return await self._supervise()
+        except StateInUseError as exc:
+            log.error("store.in_use", reason=str(exc))
+            return 1
         except StoreError as exc:
             log.error("store.failed", reason=str(exc))
             return 1
@@ -136,6 +140,7 @@ class Service:
     async def _build(self, stack: contextlib.AsyncExitStack) -> bool:
         """Open every part of the daemon into ``stack``; False when it cannot start."""
         config = self.config
+        stack.enter_context(StateLock(config.state_path))  # before the store touches the file
         self.store = await stack.enter_async_context(self._store_factory(config.state_path))
         self.client = await self._client_factory(config, self.metrics).__aenter__()
         # Whichever client is current at the end: a reload may have replaced this one.
@@ -158,6 +163,8 @@ class Service:
         counts = await self._resume()
         self._bind_metrics()
         log.info("service.started", **counts, state_path=str(config.state_path))
+        for warning in config.warnings:
+            log.warning("config.warning", reason=warning)
         if config.server is not None:
             from watcher.server import start_server
 
@@ -352,6 +359,8 @@ class Service:
             self.scheduler.client = plan.client
             # Requests in flight finish on the old session before it closes.
             self._close_later(retired, old.blink.request_timeout_s + 1)
+            if self.scheduler.auth_failing:  # perhaps a fixed key: find out now
+                self._start_task("probe", self.scheduler.probe())
         self.scheduler.poll = new.poll
         if new.blink.max_concurrency != self.scheduler.concurrency:
             self.scheduler.concurrency = new.blink.max_concurrency

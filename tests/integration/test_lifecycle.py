@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -249,3 +251,43 @@ async def test_reload_with_new_api_settings_keeps_every_watch(
         assert {e["state"] for e in run.events} == {"Completed"}
         # A poll cut short by the pool resize is not counted, but its step was served.
         assert all(29 <= e["polls"] <= 31 for e in run.events), [e["polls"] for e in run.events]
+
+
+def state_files(directory: Path) -> dict[str, int]:
+    """Each state file (the database, its WAL, the lock) and when it last changed."""
+    return {p.name: p.stat().st_mtime_ns for p in directory.glob("state.db*")}
+
+
+async def test_a_second_daemon_on_the_same_state_file_refuses_to_start(
+    tmp_path: Path, start_daemon: Any, run_daemon: Any
+) -> None:
+    async with Simulator(api_key=API_KEY, scripts=[RUNNING]) as sim:
+        config = write_config(tmp_path / "config.toml", sim, ["running"])
+        first = await start_daemon("run", "-c", str(config))
+        state = tmp_path / "state.db"
+
+        def first_state_saved() -> bool:
+            # After this the first daemon writes nothing more (its polls change nothing),
+            # so any change to the files below would be the second daemon's doing.
+            try:
+                with contextlib.closing(
+                    sqlite3.connect(f"{state.as_uri()}?mode=ro", uri=True)
+                ) as db:
+                    return bool(db.execute("SELECT count(*) FROM watches").fetchone()[0])
+            except sqlite3.Error:  # not created, or not migrated yet
+                return False
+
+        await until(lambda: state.exists() and first_state_saved(), what="the first state")
+        files = state_files(tmp_path)
+
+        second = await run_daemon(config, timeout=15)
+
+        assert second.returncode == 1
+        [refusal] = second.diag("store.in_use")
+        assert str(state) in refusal["reason"]
+        assert f"process {first.pid}" in refusal["reason"]
+        assert second.events == []
+        assert state_files(tmp_path) == files
+        assert first.proc.returncode is None  # the first one runs on
+        first.signal(signal.SIGTERM)
+        assert (await first.finish()).returncode == 0

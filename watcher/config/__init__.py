@@ -29,7 +29,7 @@ from watcher.config.model import (
     accepts,
 )
 from watcher.config.show import effective_config_toml
-from watcher.config.table import redact_url
+from watcher.config.table import redact_url, url_origin
 
 __all__ = [
     "DEFAULT_BASE_URL",
@@ -51,4 +51,5 @@ __all__ = [
     "parse_config",
     "redact_url",
     "split_execution",
+    "url_origin",
 ]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from watcher.config.model import (
@@ -33,11 +34,16 @@ from watcher.config.table import (
     env_path,
     is_loopback,
     read_secret,
+    url_origin,
 )
 from watcher.errors import ConfigError
 from watcher.models import ExecutionKey
 
 T = TypeVar("T")
+
+# What Blink's IDs are made of (ULIDs, UUIDs, slugs): anything else in an ID is a
+# typo or a pasted URL fragment ("01J9?x=1", "a#b").
+ID_CHAR: Final = re.compile(r"[A-Za-z0-9._:~-]")
 
 
 def split_execution(raw: str, default_ws: str | None) -> ExecutionKey:
@@ -45,6 +51,11 @@ def split_execution(raw: str, default_ws: str | None) -> ExecutionKey:
     text = raw.strip()
     if WHITESPACE.search(text):
         raise ValueError(f"{raw!r} contains white space")
+    bad = sorted({c for c in text if c != "/" and not ID_CHAR.fullmatch(c)})
+    if bad:
+        # They would end as 404s (or worse, change the URL): say so now.
+        shown = " ".join(repr(c) for c in bad)
+        raise ValueError(f"{raw!r}: {shown} cannot be in a workspace or execution ID")
     parts = text.split("/")
     if len(parts) == 2 and parts[0] and parts[1]:
         return parts[0], parts[1]
@@ -146,7 +157,13 @@ def _sink(t: Table, config_dir: Path, names: set[str]) -> SinkConfig:
         )
     elif kind == "webhook":
         allow_insecure = t.flag("allow_insecure_http", False)
-        url = check_url(t, "url", t.text("url", required=True), allow_insecure)
+        # The URL may be a credential itself (Slack, Teams, Discord and Google Chat
+        # put their token in the path): then it is read last, like the secrets.
+        inline = t.text("url")
+        _, url_source = read_secret(t, config_dir, False, None, prefix="url")
+        if (inline is None) == (url_source is None):
+            raise t.error("url", "set exactly one of url, url_env or url_file")
+        url = "" if inline is None else check_url(t, "url", inline, allow_insecure)
         secret, source = read_secret(t, config_dir, False, None)  # read in _with_secrets
         headers_t = t.table("headers")
         headers: list[tuple[str, str]] = []
@@ -160,10 +177,10 @@ def _sink(t: Table, config_dir: Path, names: set[str]) -> SinkConfig:
                 headers.append((hname, value))
         d_initial = 1.0
         initial = t.number("backoff_initial", d_initial, above=0)
-        host = urlsplit(url).hostname or "?"
         sink = WebhookSinkConfig(
-            name=t.text("name", f"webhook:{host}:{_short_hash(url)}"),
+            name=t.text("name", _webhook_name(url) if url else f"webhook:{url_source}"),
             url=url,
+            url_source=url_source,
             secret=secret,
             secret_source=source,
             timeout_s=t.number("timeout", 10.0, above=0),
@@ -184,8 +201,10 @@ def _sink(t: Table, config_dir: Path, names: set[str]) -> SinkConfig:
     return sink
 
 
-def _short_hash(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:8]
+def _webhook_name(url: str) -> str:
+    """The default name of a webhook sink: its host and a short hash of the whole URL."""
+    host = urlsplit(url).hostname or "?"
+    return f"webhook:{host}:{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
 def _server(t: Table) -> ServerConfig:
@@ -221,15 +240,59 @@ def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
     check_header_value(t, "api_key_file" if "api_key_file" in t.data else "api_key_env", api_key)
     sinks: list[SinkConfig] = []
     for i, sink in enumerate(config.sinks):
-        if isinstance(sink, WebhookSinkConfig) and sink.secret_source is not None:
+        if isinstance(sink, WebhookSinkConfig):
             t = Table(config.file, f"sinks[{i}]", data["sinks"][i])
-            secret, _ = read_secret(t, config_dir, True, None)
-            assert secret is not None
-            check_whsec(t, "secret_file" if "secret_file" in t.data else "secret_env", secret)
-            sink = replace(sink, secret=secret)
+            if sink.url_source is not None:
+                sink = _with_url(t, sink, config_dir)
+            if sink.secret_source is not None:
+                secret, _ = read_secret(t, config_dir, True, None)
+                assert secret is not None
+                check_whsec(t, "secret_file" if "secret_file" in t.data else "secret_env", secret)
+                sink = replace(sink, secret=secret)
         sinks.append(sink)
     blink = replace(config.blink, api_key=api_key, api_key_source=source)
-    return replace(config, blink=blink, sinks=tuple(sinks))
+    return replace(config, blink=blink, sinks=tuple(sinks), warnings=_warnings(config, sinks))
+
+
+# Reserved for documentation (RFC 2606): a URL here is a placeholder never edited.
+_EXAMPLE_DOMAINS: Final = ("example.com", "example.org", "example.net")
+
+
+def _is_example(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == d or host.endswith("." + d) for d in _EXAMPLE_DOMAINS)
+
+
+def _warnings(config: Config, sinks: list[SinkConfig]) -> tuple[str, ...]:
+    found = []
+    if _is_example(config.blink.base_url):
+        found.append(
+            f"{config.file}: blink.base_url: "
+            f"{url_origin(config.blink.base_url)} is a placeholder host"
+        )
+    for i, sink in enumerate(sinks):
+        if isinstance(sink, WebhookSinkConfig) and _is_example(sink.url):
+            found.append(
+                f"{config.file}: sinks[{i}].url: {url_origin(sink.url)} is a placeholder host; "
+                "deliveries to it will retry and then be dead-lettered"
+            )
+    return tuple(found)
+
+
+def _with_url(t: Table, sink: WebhookSinkConfig, config_dir: Path) -> WebhookSinkConfig:
+    """Read a webhook URL kept as a credential; errors name the key, never the URL."""
+    secret, _ = read_secret(t, config_dir, True, None, prefix="url")
+    assert secret is not None
+    key = "url_file" if "url_file" in t.data else "url_env"
+    url = secret.reveal()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise t.error(key, "does not hold an http(s) URL with a host")
+    check_url(t, key, url, sink.allow_insecure_http)
+    name = sink.name
+    if name == f"webhook:{sink.url_source}":  # the default: name it as an inline URL would be
+        name = _webhook_name(url)
+    return replace(sink, url=url, name=name)
 
 
 def _parse(data: Mapping[str, Any], file: str) -> Config:

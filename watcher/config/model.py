@@ -102,7 +102,8 @@ class LogSinkConfig:
 @dataclass(frozen=True, slots=True)
 class WebhookSinkConfig:
     name: str
-    url: str
+    url: str  # "" until resolved when it comes from url_env / url_file
+    url_source: str | None = None  # "env VAR" / "file PATH" when the URL is a credential
     secret: Secret | None = None
     secret_source: str | None = None
     timeout_s: float = 10.0
@@ -144,3 +145,5 @@ class Config:
     log_format: Literal["json", "console"] = "json"
     server: ServerConfig | None = None
     sinks: tuple[SinkConfig, ...] = field(default_factory=tuple)
+    # Valid but probably not meant (a placeholder URL): shown by check-config, logged at start.
+    warnings: tuple[str, ...] = ()

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from watcher.config.model import Config, LogSinkConfig, SinkConfig
-from watcher.config.table import redact_url
+from watcher.config.table import redact_url, url_origin
 from watcher.models import format_key
 
 # --- showing ------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def _sink_items(sink: SinkConfig) -> dict[str, Any]:
     return {
         "type": "webhook",
         "name": sink.name,
-        "url": redact_url(sink.url),
+        "url": f"<redacted, from {sink.url_source}>" if sink.url_source else url_origin(sink.url),
         "secret": None if sink.secret_source is None else f"<redacted, from {sink.secret_source}>",
         "timeout": sink.timeout_s,
         "max_attempts": sink.max_attempts,

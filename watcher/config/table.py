@@ -151,6 +151,17 @@ def redact_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def url_origin(url: str) -> str:
+    """Scheme, host and port only: a webhook URL's path is often its token (Slack, Teams)."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if ":" in netloc:
+        netloc = f"[{netloc}]"
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, "", "", ""))
+
+
 def _read_secret_file(t: Table, name: str, raw: str, config_dir: Path) -> tuple[Secret, str]:
     path = env_path(raw, "CREDENTIALS_DIRECTORY", config_dir)
     try:
@@ -171,10 +182,14 @@ def _read_secret_env(t: Table, name: str, var: str) -> tuple[Secret, str]:
 
 
 def read_secret(
-    t: Table, config_dir: Path, resolve: bool, default_env: str | None
+    t: Table,
+    config_dir: Path,
+    resolve: bool,
+    default_env: str | None,
+    prefix: str | None = None,
 ) -> tuple[Secret | None, str | None]:
     """``<x>_file`` wins over ``<x>_env``; returns (secret, where it came from)."""
-    prefix = "api_key" if default_env == "BLINK_API_KEY" else "secret"
+    prefix = prefix or ("api_key" if default_env == "BLINK_API_KEY" else "secret")
     file_raw = t.text(f"{prefix}_file")
     env_var = t.text(f"{prefix}_env", default_env)
     if file_raw is not None:

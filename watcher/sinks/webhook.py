@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from watcher.config import WebhookSinkConfig, redact_url
+from watcher.config import WebhookSinkConfig, url_origin
 from watcher.errors import DeliveryError
 from watcher.http import MAX_SNIPPET, USER_AGENT, is_retryable_status, parse_retry_after
 from watcher.redact import scrub
@@ -24,11 +24,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode()
 
 
-def _url_secrets(url: str) -> tuple[str, ...]:
-    """The parts of ``url`` that may be credentials: every query value and the password."""
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The parts of ``url`` that may be credentials: the path, every query value, the password.
+
+    Chat services' incoming webhooks carry their token in the path.
+    """
     parts = urlsplit(url)
     values = [p.split("=", 1)[1] for p in parts.query.split("&") if "=" in p]
     values.append(parts.password or "")
+    if parts.path.strip("/"):
+        values.append(parts.path)
     # Longest first, so a value that contains another is replaced whole; short
     # values ("1", "on") are not secrets, and replacing them would garble the text.
     return tuple(sorted((v for v in values if len(v) >= 4), key=len, reverse=True))
@@ -41,8 +46,8 @@ class WebhookSink:
         self.config = config
         self._secret = config.secret.reveal() if config.secret is not None else None
         self._session: aiohttp.ClientSession | None = None
-        self._where = redact_url(config.url)
-        self._url_secrets = _url_secrets(config.url)
+        self._where = url_origin(config.url)
+        self._url_secrets = url_secrets(config.url)
 
     @property
     def name(self) -> str:
