@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -9,6 +10,7 @@ import aiohttp
 import pytest
 
 from tests.sim.helpers import ERROR_WRAPPER_KEYS, KEY, SCHEMA, WS, get, one, states
+from tests.waiting import until
 from watcher.sim import Simulator
 
 # ---------------------------------------------------------------- fault tokens
@@ -139,15 +141,19 @@ async def test_huge_is_about_8_mib_of_valid_json(session: aiohttp.ClientSession)
 async def test_slow_waits_then_answers_the_most_recent_state(
     session: aiohttp.ClientSession,
 ) -> None:
-    steps = ["!slow:0.1", "Running", "!slow:0.1", "!slow:5", "Completed"]
+    steps = ["!slow:0.1", "Running", "!slow:0.1", "!slow:30", "Completed"]
     async with Simulator(api_key=KEY, scripts=[one(steps)]) as sim:
         started = time.monotonic()
         assert (await get(session, sim)).json()["state"] == "Pending"  # no state step yet
         assert time.monotonic() - started >= 0.09
         assert (await get(session, sim)).json()["state"] == "Running"
         assert (await get(session, sim)).json()["state"] == "Running"
-        with pytest.raises(TimeoutError):
-            await get(session, sim, timeout=aiohttp.ClientTimeout(total=0.1))
+        # A client that gives up on !slow:30 has consumed the step all the same.
+        giving_up = asyncio.create_task(get(session, sim))
+        await until(lambda: sim.requests_for(WS, "ex-1") == 4)
+        giving_up.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await giving_up
         assert (await get(session, sim)).json()["state"] == "Completed"
         assert sim.requests_for(WS, "ex-1") == 5
 

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 
 from tests.sim.helpers import KEY, post_hook
+from tests.waiting import until
 from watcher.sim import Simulator
 
 
@@ -62,14 +63,18 @@ async def test_receiver_drop_aborts_and_records_no_status(
 async def test_receiver_slow_delays_and_a_client_that_gives_up_is_not_answered(
     session: aiohttp.ClientSession,
 ) -> None:
-    async with Simulator(api_key=KEY, hook_scripts={"h": ["slow:0.1", "slow:0.4"]}) as sim:
+    async with Simulator(api_key=KEY, hook_scripts={"h": ["slow:0.1", "slow:30"]}) as sim:
         started = time.monotonic()
         assert (await post_hook(session, sim, "h", {"event_id": "evt_1"})).status == 200
         assert time.monotonic() - started >= 0.09
-        timeout = aiohttp.ClientTimeout(total=0.1)
-        with pytest.raises(TimeoutError):
-            await post_hook(session, sim, "h", {"event_id": "evt_2"}, timeout=timeout)
-        await asyncio.sleep(0.6)  # past the delay: the handler would have answered by now
+        giving_up = asyncio.create_task(post_hook(session, sim, "h", {"event_id": "evt_2"}))
+        await until(lambda: len(sim.deliveries) == 2)
+        assert sim.hooks_in_flight == 1  # waiting out slow:30
+        giving_up.cancel()  # the client gives up: its connection closes
+        with pytest.raises(asyncio.CancelledError):
+            await giving_up
+        # The handler ends with the connection instead of answering 30 s later.
+        await until(lambda: sim.hooks_in_flight == 0)
     assert [d.status for d in sim.deliveries] == [200, None]
 
 

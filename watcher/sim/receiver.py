@@ -83,6 +83,8 @@ class Receiver:
         self._hook_steps: dict[str, tuple[HookStep, ...]] = {}
         self._hook_cursor: dict[str, int] = {}
         self.deliveries: list[Delivery] = []
+        self.in_flight = 0
+        """Requests being handled right now (a ``slow:S`` one until it answers or is cancelled)."""
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
         """Serve ``POST /hooks/{name}`` on ``router``."""
@@ -122,6 +124,13 @@ class Receiver:
         return deliveries
 
     async def _handle_hook(self, request: web.Request) -> web.StreamResponse:
+        self.in_flight += 1
+        try:
+            return await self._answer(request)
+        finally:
+            self.in_flight -= 1
+
+    async def _answer(self, request: web.Request) -> web.StreamResponse:
         received_at = time.time()
         name = request.match_info["name"]
         body = await request.read()

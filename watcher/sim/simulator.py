@@ -149,6 +149,11 @@ class Simulator:
         """Every request the webhook receivers got, in arrival order."""
         return self._receiver.deliveries
 
+    @property
+    def hooks_in_flight(self) -> int:
+        """Receiver requests still being handled (e.g. waiting out ``slow:S``)."""
+        return self._receiver.in_flight
+
     def requests_for(self, workspace_id: str, execution_id: str) -> int:
         """GETs received for this execution, faults included, 401s excluded."""
         return self._api.requests_for(workspace_id, execution_id)
