@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from watcher.demo import demo
+from watcher.cli.demo import demo
 
 
 def test_demo_reports_every_execution_and_exits_0() -> None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from watcher import logs as wlogging
+from watcher.cli.live import LiveTable
+from watcher.cli.rows import Row, playbook_of
 from watcher.config import (
     DEFAULT_BASE_URL,
     BlinkConfig,
@@ -31,7 +33,6 @@ from watcher.config import (
 )
 from watcher.errors import EX_FAILURE, EX_INTERRUPTED, EX_OK, EX_USAGE, AuthError, ConfigError
 from watcher.models import Event, Execution, ExecutionKey, WatchRow
-from watcher.progress import LiveTable, Row, playbook_of
 from watcher.scheduler import Fetcher, Scheduler
 
 API_KEY_ENV: Final = "BLINK_API_KEY"

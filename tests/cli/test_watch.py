@@ -19,12 +19,8 @@ import structlog
 
 from watcher import logs as wlogging
 from watcher.cli import build_parser, main
-from watcher.config import BlinkConfig, PollConfig, Secret
-from watcher.errors import ConfigError
-from watcher.models import WatchRow
-from watcher.progress import LiveTable
-from watcher.sim import Simulator
-from watcher.watchcmd import (
+from watcher.cli.live import LiveTable
+from watcher.cli.watch import (
     MemoryStore,
     UsageError,
     WatchAborted,
@@ -34,6 +30,10 @@ from watcher.watchcmd import (
     plan_from_args,
     run_watch,
 )
+from watcher.config import BlinkConfig, PollConfig, Secret
+from watcher.errors import ConfigError
+from watcher.models import WatchRow
+from watcher.sim import Simulator
 
 KEY = "sk-test-0123456789-SECRET"
 WS = "ws-main"

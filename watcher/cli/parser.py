@@ -1,7 +1,11 @@
-"""Arguments -> load config -> configure logging -> run the command -> exit code.
+"""The command line: arguments -> load config -> run the command -> exit code.
 
-Exit codes: 0 success, 1 runtime failure, 2 usage error, 78 configuration
-error (EX_CONFIG), 130 interrupted.
+Exit codes (defined in ``watcher.errors``): 0 success, 1 runtime failure, 2
+usage error, 78 configuration error (EX_CONFIG), 130 interrupted.
+
+Each command's module is imported only when that command runs, so
+``blink-watcher run`` loads the daemon and none of the terminal commands, the
+renderer or the simulator.
 """
 
 from __future__ import annotations
@@ -110,21 +114,21 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "run":
         return _run(_load(args), exit_when_done=args.exit_when_done)
     if command == "status":
-        from watcher.report import status
+        from watcher.cli.status import status
 
         return status(_load(args, resolve_secrets=False), as_json=args.json)
     if command == "deliveries":
-        from watcher.report import deliveries
+        from watcher.cli.deliveries import deliveries
 
         return deliveries(
             _load(args, resolve_secrets=False), retry_dead=args.retry_dead, as_json=args.json
         )
     if command == "watch":
-        from watcher.watchcmd import watch
+        from watcher.cli.watch import watch
 
         return watch(args)
     if command == "demo":
-        from watcher.demo import demo
+        from watcher.cli.demo import demo
 
         return demo(keep=args.keep)
     raise AssertionError(command)  # pragma: no cover

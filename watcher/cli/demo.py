@@ -19,9 +19,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from watcher import logs as wlogging
+from watcher.cli.live import LiveTable
+from watcher.cli.rows import Row
 from watcher.config import load_config
+from watcher.errors import EX_FAILURE, EX_OK
 from watcher.models import Event, ExecutionKey, format_key
-from watcher.progress import LiveTable, Row
 from watcher.service import Service
 from watcher.sim import DEMO_MISSING_EXECUTION_ID, Simulator, demo_scripts
 
@@ -141,8 +143,8 @@ async def _demo(workdir: Path, out: TextIO, keep: bool) -> int:
             code = run.result()
             view.finish(events[k] for k in keys if k in events)
         _where_it_went(out, workdir, sim, events, keep)
-    ok = code == 0 and len(events) == len(keys)
-    return 0 if ok else 1
+    ok = code == EX_OK and len(events) == len(keys)
+    return EX_OK if ok else EX_FAILURE
 
 
 def _where_it_went(

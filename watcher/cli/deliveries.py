@@ -1,0 +1,88 @@
+"""``blink-watcher deliveries``: list pending and dead-lettered deliveries, or retry the dead.
+
+Reads through a read-only SQLite connection, so it is safe while the daemon runs;
+``--retry-dead`` is the one write, through the store itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any, Final
+
+from watcher.cli.render import Column, format_ago, table
+from watcher.config import Config
+from watcher.errors import EX_OK
+from watcher.models import DeliveryRow, rfc3339
+from watcher.store import Store, open_readonly, query_deliveries
+
+DELIVERY_COLUMNS: Final = (
+    Column("EXECUTION"),
+    Column("SINK"),
+    Column("STATUS"),
+    Column("ATTEMPTS"),
+    Column("UPDATED"),
+    Column("LAST ERROR", max_width=80),
+)
+
+
+def delivery_dict(d: DeliveryRow) -> dict[str, Any]:
+    """One delivery as the ``--json`` output shows it."""
+    return {
+        "event_id": d.event_id,
+        "execution_id": d.key[1] if d.key else None,
+        "workspace_id": d.key[0] if d.key else None,
+        "event": d.event,
+        "sink": d.sink,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": rfc3339(d.next_attempt_at) if d.status == "pending" else None,
+        "last_error": d.last_error,
+        "updated_at": rfc3339(d.updated_at),
+    }
+
+
+def delivery_table(items: list[DeliveryRow], now_s: float) -> str:
+    """Deliveries as a table for people (shared with ``status``). No trailing newline."""
+    rows = [
+        [
+            f"{d.key[0]}/{d.key[1]}" if d.key else "?",
+            d.sink,
+            d.status,
+            str(d.attempts),
+            format_ago(d.updated_at, now_s),
+            d.last_error or "",
+        ]
+        for d in items
+    ]
+    return table(DELIVERY_COLUMNS, rows)
+
+
+def deliveries(config: Config, *, retry_dead: bool, as_json: bool) -> int:
+    """List pending and dead deliveries; ``retry_dead`` queues dead letters again."""
+    if retry_dead:
+
+        async def requeue() -> int:
+            async with Store(config.state_path) as store:
+                return await store.retry_dead()
+
+        count = asyncio.run(requeue())
+        print(
+            f"queued {count} dead letter(s) again; a running daemon picks them up on reload "
+            "(systemctl reload blink-watcher), otherwise at the next start",
+            file=sys.stderr,
+        )
+    db = open_readonly(config.state_path)
+    try:
+        items = query_deliveries(db, ("pending", "dead"))
+    finally:
+        db.close()
+    if as_json:
+        print(json.dumps([delivery_dict(d) for d in items], indent=2))
+    elif items:
+        print(delivery_table(items, time.time()))
+    else:
+        print("no pending or dead-lettered deliveries")
+    return EX_OK

@@ -1,0 +1,122 @@
+"""``blink-watcher status``: what the daemon watches and delivers, from its state file.
+
+Reads through a read-only SQLite connection, so it is safe while the daemon runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from typing import Any, Final
+
+from watcher.cli.deliveries import delivery_dict, delivery_table
+from watcher.cli.render import Column, table
+from watcher.config import Config
+from watcher.errors import EX_OK
+from watcher.models import rfc3339
+from watcher.store import open_readonly, query_deliveries
+
+RECENT_EVENTS: Final = 20
+
+_WATCH_COLUMNS: Final = (
+    Column("EXECUTION"),
+    Column("STATE"),
+    Column("POLLS"),
+    Column("STATE SINCE"),
+)
+_EVENT_COLUMNS: Final = (
+    Column("EXECUTION"),
+    Column("EVENT"),
+    Column("STATE"),
+    Column("OBSERVED"),
+)
+
+
+def collect_status(db: sqlite3.Connection) -> dict[str, Any]:
+    """Everything ``status`` shows, as JSON-able data."""
+    watches = [
+        {
+            "workspace_id": r[0],
+            "execution_id": r[1],
+            "state": r[2],
+            "polls": r[3],
+            "watching_since": rfc3339(r[4]),
+            "state_since": rfc3339(r[5]),
+        }
+        for r in db.execute(
+            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
+            "FROM watches ORDER BY first_seen_at, workspace_id, execution_id"
+        )
+    ]
+    events = [
+        {
+            "event_id": r[0],
+            "workspace_id": r[1],
+            "execution_id": r[2],
+            "event": r[3],
+            "state": r[4],
+            "observed_at": rfc3339(r[5]),
+        }
+        for r in db.execute(
+            "SELECT event_id, workspace_id, execution_id, event, state, created_at FROM events "
+            "ORDER BY created_at DESC LIMIT ?",
+            (RECENT_EVENTS,),
+        )
+    ]
+    counts = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
+    total_events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    return {
+        "watching": watches,
+        "events_total": total_events,
+        "recent_events": events,
+        "deliveries": {s: counts.get(s, 0) for s in ("pending", "delivered", "dead")},
+        "open_deliveries": [delivery_dict(d) for d in query_deliveries(db, ("pending", "dead"))],
+    }
+
+
+def status(config: Config, *, as_json: bool) -> int:
+    """Print what the daemon watches and delivers; exit 0."""
+    db = open_readonly(config.state_path)
+    try:
+        data = collect_status(db)
+        open_rows = query_deliveries(db, ("pending", "dead"))
+    finally:
+        db.close()
+    if as_json:
+        print(json.dumps(data, indent=2))
+        return EX_OK
+    out = sys.stdout
+    out.write(f"state file: {config.state_path}\n\n")
+    out.write(f"Watching {len(data['watching'])} execution(s)\n")
+    if data["watching"]:
+        rows = [
+            [
+                f"{w['workspace_id']}/{w['execution_id']}",
+                w["state"] or "-",
+                str(w["polls"]),
+                w["state_since"],
+            ]
+            for w in data["watching"]
+        ]
+        out.write(table(_WATCH_COLUMNS, rows) + "\n")
+    out.write(f"\nRecent events ({data['events_total']} in all)\n")
+    if data["recent_events"]:
+        rows = [
+            [
+                f"{e['workspace_id']}/{e['execution_id']}",
+                e["event"],
+                e["state"] or "-",
+                e["observed_at"],
+            ]
+            for e in data["recent_events"]
+        ]
+        out.write(table(_EVENT_COLUMNS, rows) + "\n")
+    d = data["deliveries"]
+    out.write(
+        f"\nDeliveries: {d['pending']} pending, {d['dead']} dead, {d['delivered']} delivered\n"
+    )
+    if open_rows:
+        out.write(delivery_table(open_rows, time.time()) + "\n")
+    return EX_OK
