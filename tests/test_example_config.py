@@ -36,6 +36,7 @@ def test_example_config_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch)
     assert webhook == defaults
     assert config.log_level == "info"
     assert config.log_format == "json"
+    assert config.log_journal == "auto"
     assert config.server is None
     assert config.state_path.name == "blink-watcher.db"
 

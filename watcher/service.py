@@ -304,7 +304,7 @@ class Service:
             return
         old = self.config
         self.config = new
-        wlogging.configure(new.log_level, new.log_format)
+        wlogging.configure(new.log_level, new.log_format, journal=new.log_journal)
         register_secrets(new)
         if new.blink != old.blink:
             client = self._new_client(new)
