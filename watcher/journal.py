@@ -11,9 +11,9 @@ have carried (``journalctl -o cat | jq`` reads the same objects).
 The protocol (https://systemd.io/JOURNAL_NATIVE_PROTOCOL/): one datagram per
 entry on ``/run/systemd/journal/socket``, fields as ``NAME=value\\n``, or
 ``NAME\\n`` + 64-bit little-endian length + value + ``\\n`` when the value
-holds a newline. An entry too big for a datagram goes in a
-sealed memfd whose descriptor is the datagram's only content. It is small and
-stable enough to speak here rather than depend on a library for it.
+holds a newline. An entry too big for a datagram goes in a sealed memfd whose
+descriptor is the datagram's only content. It is small and stable enough to
+speak here rather than depend on a library for it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from typing import Any, Final, TypeAlias
 
 from watcher.config.model import JournalMode
 
-SOCKET_PATH: Final = "/run/systemd/journal/socket"
+# Read at each send, not bound at import: the tests point it at a fake journald.
+SOCKET_PATH = "/run/systemd/journal/socket"
 IDENTIFIER: Final = "blink-watcher"
 
 # syslog(3) priorities, as journalctl -p names them.
