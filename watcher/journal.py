@@ -25,6 +25,7 @@ import json
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, TypeAlias
 
@@ -159,6 +160,8 @@ class JournalSender:
     def __init__(self, path: str | None = None) -> None:
         self._path = path
         self._socket: socket.socket | None = None
+        # The store's writer thread logs too: one socket, however many threads.
+        self._lock = threading.Lock()
 
     @property
     def path(self) -> str:
@@ -166,18 +169,23 @@ class JournalSender:
 
     def send(self, fields: Iterable[Field]) -> None:
         data = encode(fields)
-        if self._socket is None:
-            # Unbound and unconnected, addressed on every send (as libsystemd does):
-            # a journald restarted in the meantime is reached at the same path.
-            self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+        with self._lock:
+            if self._socket is None:
+                # Unbound and unconnected, addressed on every send (as libsystemd
+                # does): a journald restarted meanwhile is reached at the same path.
+                self._socket = socket.socket(
+                    socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC
+                )
+            sock = self._socket
         try:
-            self._socket.sendto(data, self.path)
+            # One datagram is one entry: concurrent sends never interleave.
+            sock.sendto(data, self.path)
         except OSError as exc:
             # Too big for one datagram: EMSGSIZE past the socket's send buffer
             # (about 200 KB by default), ENOBUFS when the kernel has no room for it.
             if exc.errno not in (errno.EMSGSIZE, errno.ENOBUFS):
                 raise
-            self._send_in_memfd(self._socket, data)
+            self._send_in_memfd(sock, data)
 
     def _send_in_memfd(self, sock: socket.socket, data: bytes) -> None:
         fd = os.memfd_create("blink-watcher-journal", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -193,6 +201,7 @@ class JournalSender:
             os.close(fd)
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        with self._lock:
+            sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close()
