@@ -141,6 +141,8 @@ BAD_CONFIGS = [
     ),
     ("unknown-level", '[logging]\nlevel = "verbose"', "logging.level"),
     ("unknown-format", '[logging]\nformat = "xml"', "logging.format"),
+    ("unknown-journal", '[logging]\njournal = "yes"', "logging.journal"),
+    ("boolean-journal", "[logging]\njournal = true", "logging.journal"),
     ("remote-listen", '[server]\nlisten = "0.0.0.0:9464"', "server.listen"),
     ("listen-without-port", '[server]\nlisten = "127.0.0.1"', "server.listen"),
     ("listen-bad-port", '[server]\nlisten = "127.0.0.1:70000"', "server.listen"),
@@ -412,6 +414,37 @@ def test_values_are_read_with_units_converted(load: Load) -> None:
     assert (config.log_level, config.log_format) == ("debug", "console")
     assert config.server is not None
     assert (config.server.host, config.server.port) == ("::1", 9100)
+
+
+@pytest.mark.parametrize("mode", ["auto", "on", "off"])
+def test_logging_journal_reaches_diagnostics_and_every_log_sink(load: Load, mode: str) -> None:
+    config = load(
+        f"""
+        [logging]
+        journal = "{mode}"
+        [[sinks]]
+        type = "log"
+        [[sinks]]
+        type = "log"
+        path = "results.jsonl"
+        """
+    )
+
+    assert config.log_journal == mode
+    assert [s.journal for s in config.sinks if isinstance(s, LogSinkConfig)] == [mode, mode]
+
+
+def test_logging_journal_defaults_to_auto(load: Load) -> None:
+    config = load("")
+
+    assert config.log_journal == "auto"
+    [sink] = config.sinks
+    assert isinstance(sink, LogSinkConfig)
+    assert sink.journal == "auto"
+
+
+def test_unknown_journal_mode_names_the_accepted_ones(fail: Fail) -> None:
+    assert 'must be "auto", "on" or "off"' in fail('[logging]\njournal = "yes"').message
 
 
 def test_terminal_states_and_sink_filters_match_case_insensitively(load: Load) -> None:
@@ -824,7 +857,7 @@ def test_effective_config_parses_back_as_toml_with_the_effective_values(
     assert shown["poll"]["terminal_states"] == ["completed", "failed"]
     assert shown["watch"]["executions"] == ["ws/a", "other/b"]
     assert shown["sinks"][0]["name"] == 'q"uote back\\slash'  # TOML escaping holds
-    assert shown["logging"] == {"level": "warning", "format": "json"}
+    assert shown["logging"] == {"level": "warning", "format": "json", "journal": "auto"}
     assert shown["server"] == {"listen": "127.0.0.1:9100", "allow_remote": False}
     log_sink, hook = shown["sinks"]
     assert log_sink["type"] == "log"

@@ -59,6 +59,7 @@ def test_example_config_values_are_the_defaults(env: Path) -> None:
     assert config.poll == PollConfig()
     assert config.log_level == "info"
     assert config.log_format == "json"
+    assert config.log_journal == "auto"
     assert config.server is None
     assert config.state_path.name == "blink-watcher.db"
 

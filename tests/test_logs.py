@@ -1,16 +1,21 @@
-"""The structlog setup scrubs every registered secret out of every diagnostic."""
+"""The structlog setup: every registered secret scrubbed, and native entries in the journal."""
 
 from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
 
 import watcher.logs as wlogging
+from tests.fakejournal import FakeJournal, fake_journal, no_journal
 from watcher import redact
+
+__all__ = ["fake_journal", "no_journal"]  # fixtures
 
 SECRET = "blink-key-9f8e7d6c5b4a"
 
@@ -110,3 +115,137 @@ def test_level_filters_diagnostics() -> None:
         structlog.reset_defaults()
 
     assert [line["event"] for line in lines(out)] == ["loud"]
+
+
+# --- the journal ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def journal_stream(monkeypatch: pytest.MonkeyPatch) -> Iterator[io.StringIO]:
+    """Diagnostics configured for the journal; what falls back to the stream lands here."""
+    monkeypatch.setattr(redact, "_secrets", [])
+    out = io.StringIO()
+    wlogging.configure("debug", "json", stream=out, journal="on")
+    yield out
+    structlog.reset_defaults()
+
+
+def test_in_the_journal_a_diagnostic_is_an_entry_with_the_same_json_line(
+    fake_journal: FakeJournal, journal_stream: io.StringIO
+) -> None:
+    structlog.get_logger("test").warning(
+        "poll.failed", execution_id="ex-1", workspace_id="ws", status=503
+    )
+
+    [entry] = fake_journal.entries()
+    line = json.loads(entry.fields["MESSAGE"])
+    assert {k: line[k] for k in ("event", "execution_id", "workspace_id", "status", "level")} == {
+        "event": "poll.failed",
+        "execution_id": "ex-1",
+        "workspace_id": "ws",
+        "status": 503,
+        "level": "warning",
+    }
+    assert entry.text("PRIORITY") == "4"
+    assert entry.text("BLINK_WATCHER_EVENT") == "poll.failed"
+    assert entry.text("EXECUTION_ID") == "ex-1"
+    assert entry.text("SYSLOG_IDENTIFIER") == "blink-watcher"
+    assert journal_stream.getvalue() == ""
+
+
+def test_in_the_journal_the_line_is_the_one_the_stream_would_get(
+    fake_journal: FakeJournal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same clock both times: only the destination differs.
+    monkeypatch.setattr(
+        structlog.processors.TimeStamper, "__call__", lambda self, _l, _n, d: d, raising=True
+    )
+    plain = io.StringIO()
+    try:
+        wlogging.configure("info", "json", stream=plain, journal="off")
+        structlog.get_logger("test").info("service.started", watching=2)
+        wlogging.configure("info", "json", stream=io.StringIO(), journal="on")
+        structlog.get_logger("test").info("service.started", watching=2)
+    finally:
+        structlog.reset_defaults()
+
+    [entry] = fake_journal.entries()
+    assert entry.fields["MESSAGE"].decode() + "\n" == plain.getvalue()
+
+
+def test_in_the_journal_an_exception_is_an_error_entry_with_its_traceback(
+    fake_journal: FakeJournal, journal_stream: io.StringIO
+) -> None:
+    wlogging.register_secret(SECRET)
+    try:
+        raise RuntimeError(f"boom with {SECRET}")
+    except RuntimeError:
+        structlog.get_logger("test").exception("poll.crashed", execution_id="ex-1")
+
+    [entry] = fake_journal.entries()
+    assert entry.text("PRIORITY") == "3"
+    assert "RuntimeError: boom with <redacted>" in json.loads(entry.fields["MESSAGE"])["exception"]
+    assert SECRET.encode() not in entry.fields["MESSAGE"]
+
+
+def test_in_the_journal_the_level_still_filters(fake_journal: FakeJournal) -> None:
+    wlogging.configure("warning", "json", stream=io.StringIO(), journal="on")
+    try:
+        structlog.get_logger("test").info("quiet")
+        structlog.get_logger("test").error("loud")
+    finally:
+        structlog.reset_defaults()
+
+    assert [e.text("BLINK_WATCHER_EVENT") for e in fake_journal.entries()] == ["loud"]
+
+
+def test_console_format_in_the_journal_keeps_the_fields(
+    fake_journal: FakeJournal,
+) -> None:
+    wlogging.configure("info", "console", stream=io.StringIO(), journal="on")
+    try:
+        structlog.get_logger("test").warning("poll.failed", execution_id="ex-1")
+    finally:
+        structlog.reset_defaults()
+
+    [entry] = fake_journal.entries()
+    assert b"poll.failed" in entry.fields["MESSAGE"]
+    assert entry.text("PRIORITY") == "4"
+    assert entry.text("EXECUTION_ID") == "ex-1"
+
+
+def test_without_the_journal_lines_go_to_the_stream_and_it_says_so_once(
+    no_journal: Path, journal_stream: io.StringIO
+) -> None:
+    log = structlog.get_logger("test")
+    log.info("first", execution_id="ex-1")
+    log.error("second")
+
+    events = [(line["event"], line["level"]) for line in lines(journal_stream)]
+    assert events == [
+        ("journal.unavailable", "warning"),
+        ("first", "info"),
+        ("second", "error"),
+    ]
+    notice = lines(journal_stream)[0]
+    assert notice["fallback"] == "standard error"
+    assert "No such file" in str(notice["reason"])
+
+
+def test_auto_uses_the_journal_only_when_the_stream_is_the_journal(
+    fake_journal: FakeJournal, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with open(tmp_path / "stderr", "w") as journal_like, open(tmp_path / "other", "w") as other:
+        st = os.fstat(journal_like.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        try:
+            wlogging.configure("info", "json", stream=other)
+            structlog.get_logger("test").info("to.the.stream")
+            wlogging.configure("info", "json", stream=journal_like)
+            structlog.get_logger("test").info("to.the.journal")
+        finally:
+            structlog.reset_defaults()
+
+    assert [e.text("BLINK_WATCHER_EVENT") for e in fake_journal.entries()] == ["to.the.journal"]
+    assert "to.the.stream" in (tmp_path / "other").read_text()
+    assert (tmp_path / "stderr").read_text() == ""

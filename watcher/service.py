@@ -352,7 +352,7 @@ class Service:
         """Swap the built pieces in. No I/O and nothing that can fail halfway."""
         old, new = self.config, plan.config
         self.config = new
-        logs.configure(new.log_level, new.log_format)
+        logs.configure(new.log_level, new.log_format, journal=new.log_journal)
         register_secrets(new)
         if plan.client is not None:
             retired, self.client = self.client, plan.client

@@ -12,9 +12,12 @@ Layout inside the namespace (host directory -> where systemd sees it):
     <scratch>/units    -> /etc/systemd/system   (shipped unit + test drop-in + stub targets)
     <scratch>/conf     -> /run/blink-watcher-test (config.toml and the credential sources)
     <scratch>/var-lib  -> /var/lib               (StateDirectory= lands in var-lib/private/)
-    <scratch>/var-log  -> /var/log               (the service's stdout/stderr files)
+    <scratch>/var-log  -> /var/log               (the service's stdout/stderr files, or the journal)
+    <scratch>/run      -> copied into /run       (only when a test puts files there)
     <scratch>/tmp, <scratch>/var-tmp -> /tmp, /var/tmp
-    a pty              -> /dev/console           (systemd's own log; journald is not running)
+    a pty              -> /dev/console           (systemd's own log)
+
+journald runs in the namespace only where a test installs it (journald.py).
 """
 
 from __future__ import annotations
@@ -402,6 +405,8 @@ mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
 
 mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
+# Files the test wants in /run before systemd starts (journald's config drop-in).
+if [ -d "$scratch/run" ]; then cp -a "$scratch/run/." /run/; fi
 mkdir "$conf_inside"
 mount --bind "$scratch/conf" "$conf_inside"
 
@@ -609,6 +614,11 @@ class SystemdNamespace:
         # rmdir fails while killed processes are still exiting.
         wait_for(lambda: _remove_cgroup_tree(cgroup), timeout_s=15, what=f"{cgroup} to go")
 
+    @property
+    def pid1(self) -> int | None:
+        """systemd's PID (as the host sees it), once booted."""
+        return self._pid1
+
     # -- driving systemd
 
     def run(
@@ -673,7 +683,7 @@ class WatcherService:
         # DynamicUser=yes: $STATE_DIRECTORY is a symlink into /var/lib/private/.
         return self.ns.var_lib / "private" / self.state_directory / "blink-watcher.db"
 
-    def write_config(self, *, extra_blink_keys: str = "") -> None:
+    def write_config(self, *, extra_blink_keys: str = "", extra_tables: str = "") -> None:
         config = f"""\
 [blink]
 base_url = "{self.blink.base_url}"
@@ -701,6 +711,8 @@ type = "log"
 type = "webhook"
 url = "{self.blink.hooks_base}/systemd-test"
 secret_file = "webhook-secret"
+
+{extra_tables}
 """
         # Write-then-rename: a reload never reads a half-written file.
         staging = self.ns.conf / ".config.toml.new"
@@ -793,13 +805,16 @@ ExecStart={venv}/bin/blink-watcher run -c {conf}/config.toml
 # Fast enough for a test, slow enough for a loaded CI machine.
 WatchdogSec=3s
 RestartSec=100ms
-# journald is not running: the log sink's JSON lines and the diagnostics go to files.
-StandardOutput=append:{output}/stdout.log
-StandardError=append:{output}/stderr.log
 # The shipped unit reads /etc/blink-watcher/*, which this test leaves alone.
 LoadCredential=
 LoadCredential=blink-api-key:{conf}/blink-api-key
 LoadCredential=webhook-secret:{conf}/webhook-secret
+"""
+# Without journald in the namespace, the log sink's JSON lines and the
+# diagnostics go to files; with it, the unit keeps its default (the journal).
+OUTPUT_TO_FILES = """\
+StandardOutput=append:{output}/stdout.log
+StandardError=append:{output}/stderr.log
 """
 
 
@@ -812,24 +827,28 @@ def free_port() -> int:
         return port
 
 
-def install_service(ns: SystemdNamespace, venv: Path, unit_file: str, unit: str) -> None:
+def install_service(
+    ns: SystemdNamespace, venv: Path, unit_file: str, unit: str, *, output: str = "files"
+) -> None:
     """Install a shipped unit file, a test drop-in, and the root-only credential sources.
 
     ``unit`` is the unit the test runs: ``unit_file`` itself, or an instance
-    of it when it is a template.
+    of it when it is a template. ``output``: "files" (see OUTPUT_TO_FILES) or
+    "journal", as shipped.
     """
     shutil.copy(UNIT_SOURCE_DIR / unit_file, ns.units / unit_file)
     drop_in_dir = ns.units / f"{unit_file}.d"
     drop_in_dir.mkdir()
+    drop_in = DROP_IN + (OUTPUT_TO_FILES if output == "files" else "")
     (drop_in_dir / "test.conf").write_text(
-        DROP_IN.format(venv=venv, conf=CONF_DIR_INSIDE, output=OUTPUT_DIR_INSIDE)
+        drop_in.format(venv=venv, conf=CONF_DIR_INSIDE, output=OUTPUT_DIR_INSIDE)
     )
     # Referenced by the boot target, the unit stays loaded after a stop: systemd
     # would otherwise unload it and forget its Result= and ExecMainStatus=.
     boot_drop_in = ns.units / f"{BOOT_TARGET}.d"
-    boot_drop_in.mkdir()
+    boot_drop_in.mkdir(exist_ok=True)
     (boot_drop_in / "keep-loaded.conf").write_text(f"[Unit]\nAfter={unit}\n")
-    (ns.var_log / Path(OUTPUT_DIR_INSIDE).name).mkdir()
+    (ns.var_log / Path(OUTPUT_DIR_INSIDE).name).mkdir(exist_ok=True)
     # Like an operator's files: readable by root alone (systemd copies them to
     # $CREDENTIALS_DIRECTORY for the dynamic user), ending in a newline as
     # "echo KEY > file" leaves them.

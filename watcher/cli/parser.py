@@ -139,6 +139,6 @@ def _run(config: Config, *, exit_when_done: bool) -> int:
     from watcher.service import Service
     from watcher.systemd import Notifier
 
-    wlogging.configure(config.log_level, config.log_format)
+    wlogging.configure(config.log_level, config.log_format, journal=config.log_journal)
     service = Service(config, exit_when_done=exit_when_done, notifier=Notifier.from_env())
     return asyncio.run(service.run())

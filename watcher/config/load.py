@@ -15,11 +15,13 @@ from urllib.parse import urlsplit
 from watcher.config.model import (
     DEFAULT_CONFIG_PATH,
     HEADER_NAME,
+    JOURNAL_MODES,
     LOG_LEVELS,
     RESERVED_HEADERS,
     WHITESPACE,
     BlinkConfig,
     Config,
+    JournalMode,
     LogSinkConfig,
     PollConfig,
     ServerConfig,
@@ -146,14 +148,17 @@ def _poll(t: Table) -> PollConfig:
     )
 
 
-def _sink(t: Table, config_dir: Path, names: set[str]) -> SinkConfig:
+def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> SinkConfig:
     kind = t.text("type", required=True)
     states = _states(t, "states")
     if kind == "log":
         raw_path = t.text("path")
         path = None if raw_path is None else env_path(raw_path, "LOGS_DIRECTORY", Path.cwd())
         sink: SinkConfig = LogSinkConfig(
-            name=t.text("name", f"log:{path}" if path else "log:stdout"), path=path, states=states
+            name=t.text("name", f"log:{path}" if path else "log:stdout"),
+            path=path,
+            states=states,
+            journal=journal,
         )
     elif kind == "webhook":
         allow_insecure = t.flag("allow_insecure_http", False)
@@ -321,17 +326,20 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         env_path("blink-watcher.db", "STATE_DIRECTORY", Path.cwd()),
     )
 
-    def logging_(t: Table) -> tuple[str, Literal["json", "console"]]:
+    def logging_(t: Table) -> tuple[str, Literal["json", "console"], JournalMode]:
         level = t.text("level", "info").lower()
         if level not in LOG_LEVELS:
             raise t.error("level", f"must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
         fmt = t.text("format", "json")
         if fmt not in ("json", "console"):
             raise t.error("format", f'must be "json" or "console", got {fmt!r}')
-        return level, "console" if fmt == "console" else "json"
+        journal = t.text("journal", "auto")
+        if journal not in JOURNAL_MODES:
+            raise t.error("journal", f'must be "auto", "on" or "off", got {journal!r}')
+        return level, "console" if fmt == "console" else "json", journal
 
-    default_logging: tuple[str, Literal["json", "console"]] = ("info", "json")
-    log_level, log_format = section("logging", logging_, default_logging)
+    default_logging: tuple[str, Literal["json", "console"], JournalMode] = ("info", "json", "auto")
+    log_level, log_format, log_journal = section("logging", logging_, default_logging)
     server_t = root.table("server")
     server = None if server_t is None else _server(server_t)
 
@@ -344,7 +352,8 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         raise ConfigError(file, "sinks", "must name at least one sink (omit it for the log sink)")
     names: set[str] = set()
     sinks = tuple(
-        _sink(Table(file, f"sinks[{i}]", s), config_dir, names) for i, s in enumerate(raw_sinks)
+        _sink(Table(file, f"sinks[{i}]", s), config_dir, names, log_journal)
+        for i, s in enumerate(raw_sinks)
     )
     root.finish()
     return Config(
@@ -355,6 +364,7 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         state_path=state_path,
         log_level=log_level,
         log_format=log_format,
+        log_journal=log_journal,
         server=server,
         sinks=sinks,
     )

@@ -20,6 +20,10 @@ DEFAULT_TERMINAL_STATES: Final = (
     "Skipped",
 )
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+# [logging] journal: native journal entries when the stream is the journal ("auto"),
+# always ("on"), or never ("off").
+JournalMode: TypeAlias = Literal["auto", "on", "off"]
+JOURNAL_MODES: Final[tuple[JournalMode, ...]] = ("auto", "on", "off")
 WHITESPACE: Final = re.compile(r"\s")
 # Webhook headers a [[sinks]] headers table may not override (case-insensitive).
 RESERVED_HEADERS: Final = frozenset(
@@ -90,6 +94,8 @@ class LogSinkConfig:
     name: str
     path: Path | None = None  # None: standard output
     states: frozenset[str] | None = None
+    # [logging] journal, for a sink on standard output.
+    journal: JournalMode = "auto"
     # Not configurable: a local write fails only when the disk is full or the
     # reader went away, so keep trying for a long while, one line at a time.
     max_attempts: int = 120
@@ -143,6 +149,7 @@ class Config:
     state_path: Path
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
+    log_journal: JournalMode = "auto"
     server: ServerConfig | None = None
     sinks: tuple[SinkConfig, ...] = field(default_factory=tuple)
     # Valid but probably not meant (a placeholder URL): shown by check-config, logged at start.

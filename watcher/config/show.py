@@ -81,7 +81,10 @@ def effective_config_toml(config: Config) -> str:
     out += [f"[watch]  # {len(config.executions)} executions", "executions = ["]
     out += [f"  {_toml_string(format_key(key))}," for key in config.executions] + ["]", ""]
     out += _section_lines("[state]", {"path": str(config.state_path)})
-    out += _section_lines("[logging]", {"level": config.log_level, "format": config.log_format})
+    out += _section_lines(
+        "[logging]",
+        {"level": config.log_level, "format": config.log_format, "journal": config.log_journal},
+    )
     if config.server is not None:
         s = config.server
         host = f"[{s.host}]" if ":" in s.host else s.host
