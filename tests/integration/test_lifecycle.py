@@ -198,6 +198,19 @@ async def test_check_config_prints_effective_config_without_secrets(
         run.assert_no_secrets()
 
 
+async def test_check_config_warns_about_a_placeholder_webhook_host(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    async with Simulator(api_key=API_KEY) as sim:
+        sinks = '[[sinks]]\ntype = "webhook"\nurl = "https://hooks.example.com/blink"\n'
+        config = write_config(tmp_path / "config.toml", sim, ["a"], sinks=sinks)
+        run = await (await start_daemon("check-config", "-c", str(config))).finish()
+
+    assert run.returncode == 0  # a warning, not an error
+    assert "# warning: " in run.stderr
+    assert "sinks[0].url: https://hooks.example.com is a placeholder host" in run.stderr
+
+
 async def test_usage_error_exits_2(start_daemon: Any) -> None:
     run = await (await start_daemon("run", "--no-such-flag")).finish()
     assert run.returncode == 2

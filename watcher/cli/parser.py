@@ -109,6 +109,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "check-config":
         config = _load(args)
         sys.stdout.write(effective_config_toml(config))
+        for warning in config.warnings:
+            print(f"# warning: {warning}", file=sys.stderr)
         print(f"# OK: {config.file}", file=sys.stderr)
         return EX_OK
     if command == "run":
