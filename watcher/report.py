@@ -14,7 +14,7 @@ from typing import Any
 
 from watcher.config import Config
 from watcher.models import DeliveryRow, rfc3339
-from watcher.store import Store, open_readonly, query_deliveries
+from watcher.store import Store, open_readonly, query_deliveries, reported_total
 
 RECENT_EVENTS = 20
 
@@ -100,7 +100,7 @@ def collect_status(db: sqlite3.Connection) -> dict[str, Any]:
         )
     ]
     counts = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
-    total_events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    total_events = reported_total(db)  # pruned events still count: they were reported
     return {
         "watching": watches,
         "events_total": total_events,

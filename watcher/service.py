@@ -157,7 +157,7 @@ class Service:
     async def _resume(self) -> dict[str, int]:
         """Schedule the configured watches, resuming stored ones; counts for the log."""
         executions = self.config.executions
-        finished = await self.store.finished_keys()
+        finished = await self.store.reported_keys(executions)
         # Each key once, as the config spelled it: watches share the config's
         # tuples instead of holding copies of the strings the store returns.
         todo = {k: k for k in executions if k not in finished}
@@ -357,7 +357,7 @@ class Service:
         for key in removed:
             self.scheduler.remove(key)
         candidates = [k for k in wanted if k not in self.scheduler]
-        finished = await self.store.finished_keys(candidates)
+        finished = await self.store.reported_keys(candidates)
         added = [k for k in candidates if k not in finished]
         resumed = {row.key: row for row in await self.store.load_watches() if row.key in added}
         self.scheduler.add_many(added, resumed)
