@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from watcher.config import BlinkConfig, PollConfig, WebhookSinkConfig, load_config
+from watcher.config import BlinkConfig, Config, PollConfig, WebhookSinkConfig, load_config
 
 EXAMPLE = Path(__file__).parent.parent / "config.example.toml"
 
@@ -38,6 +38,7 @@ def test_example_config_values_are_the_defaults(monkeypatch: pytest.MonkeyPatch)
     assert config.log_format == "json"
     assert config.server is None
     assert config.state_path.name == "blink-watcher.db"
+    assert config.keep_reported_s == Config.__dataclass_fields__["keep_reported_s"].default
 
 
 def test_every_commented_key_is_valid(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
