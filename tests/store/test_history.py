@@ -1,4 +1,4 @@
-"""Bounded history: the indexed "already reported?" lookup, and pruning in short batches."""
+"""Bounded history: the indexed "was it reported?" lookup, short prune batches, indexed reads."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 
 from tests.store.rows import KEY, OTHER, event, watch
 from watcher.models import DeliveryStatus, EventRecord, ExecutionKey
-from watcher.store import Store, history, open_readonly, reported_total
+from watcher.store import Store, history, open_readonly, query_deliveries, reported_total
+from watcher.store.schema import MIGRATIONS
 
 DAY_S = 86400.0
 KEEP_S = 7 * DAY_S
@@ -126,14 +127,18 @@ async def test_reported_keys_looks_up_many_keys_in_chunks(
     assert found == {("a" if n % 4 else "b", f"ex-{n}") for n in range(0, 20, 2)}
 
 
-def test_the_reported_lookup_is_a_primary_key_search(db_path: Path) -> None:
-    db_path.parent.mkdir()
-    db = sqlite3.connect(db_path)
-    try:
-        from watcher.store.schema import MIGRATIONS
+def schema_only(path: Path) -> sqlite3.Connection:
+    """A connection to a new file with the current schema and no rows."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path)
+    for step in MIGRATIONS:
+        db.executescript(step)
+    return db
 
-        for step in MIGRATIONS:
-            db.executescript(step)
+
+def test_the_reported_lookup_is_a_primary_key_search(db_path: Path) -> None:
+    db = schema_only(db_path)
+    try:
         plan = db.execute(
             "EXPLAIN QUERY PLAN SELECT execution_id FROM reported "
             "WHERE workspace_id = ? AND execution_id IN (?, ?, ?)",
@@ -294,3 +299,25 @@ async def test_the_history_stays_within_keep_reported(store: Store, db_path: Pat
     assert total(db_path) == 2000
     everything = [("ws", f"ex-{n}") for n in range(2000)]
     assert await store.reported_keys(everything) == set(everything)
+
+
+# --- readers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("statuses", [("pending",), ("dead",), ("pending", "dead")])
+def test_open_deliveries_are_read_through_their_index(
+    db_path: Path, statuses: tuple[DeliveryStatus, ...]
+) -> None:
+    # Start-up, reload and status read the open deliveries: never all of them.
+    db = schema_only(db_path)
+    try:
+        statements: list[str] = []
+        db.set_trace_callback(statements.append)
+        query_deliveries(db, statuses)
+        db.set_trace_callback(None)
+        [sql] = statements
+        plan = [r[-1] for r in db.execute(f"EXPLAIN QUERY PLAN {sql}")]
+    finally:
+        db.close()
+    assert any("INDEX deliveries_open" in step for step in plan), plan
+    assert not any(step.startswith("SCAN d") for step in plan), plan

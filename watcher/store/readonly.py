@@ -46,11 +46,15 @@ def query_deliveries(
 ) -> list[DeliveryRow]:
     """Deliveries with the given statuses and their events, oldest first."""
     marks = ", ".join("?" for _ in statuses)
+    # The open deliveries have a partial index (status != 'delivered'); SQLite
+    # uses it only when the query spells that term out. Without it, every start
+    # and reload would read every delivery kept within keep_reported.
+    open_only = "d.status != 'delivered' AND " if "delivered" not in statuses else ""
     sql = (
         "SELECT d.event_id, d.sink, d.status, d.attempts, d.next_attempt_at, d.last_error, "
         "d.updated_at, e.body, e.workspace_id, e.execution_id, e.event, e.created_at "
-        f"FROM deliveries d JOIN events e USING (event_id) WHERE d.status IN ({marks}) "
-        "ORDER BY e.created_at, d.event_id, d.sink"
+        f"FROM deliveries d JOIN events e USING (event_id) WHERE {open_only}"
+        f"d.status IN ({marks}) ORDER BY e.created_at, d.event_id, d.sink"
     )
     params: list[Any] = list(statuses)
     if limit is not None:
