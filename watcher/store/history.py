@@ -24,6 +24,7 @@ LOOKUP_CHUNK: Final = 1000
 
 # (created_at, rowid) of the last event a prune pass looked at.
 PruneCursor = tuple[float, int]
+START: Final[PruneCursor] = (float("-inf"), 0)
 
 
 def by_workspace(keys: Iterable[ExecutionKey]) -> dict[WorkspaceId, list[ExecutionId]]:
@@ -81,6 +82,3 @@ def prune_batch(
         return None
     last = rows[-1]
     return len(gone), (last[1], last[0])
-
-
-START: Final[PruneCursor] = (float("-inf"), 0)
