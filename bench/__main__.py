@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench import history
 from bench import scenarios as sc
 from bench.harness import BenchError, Processes, cpus, machine
 from bench.report import Row, render_markdown, render_table
@@ -47,6 +48,8 @@ class Sizes:
     latency_interval_s: float = 10.0
     latency_jitter: float = 0.0  # 0: "interval" is exact, so the bound is crisp
     writes_executions: int = 2000
+    history_reported: int = 1_000_000  # with resume_watches in progress
+    history_kept: int = 100_000  # of those, events and deliveries still within keep_reported
 
 
 FULL = Sizes()
@@ -60,6 +63,8 @@ QUICK = Sizes(
     latency_finishing=20,
     latency_interval_s=0.5,
     writes_executions=40,
+    history_reported=3000,
+    history_kept=300,
 )
 
 
@@ -210,7 +215,8 @@ def _memory_round(
     res.add("memory.first_polls", big.first_polls_s)
 
 
-RESUME_WORKSPACE = "resume-d0"  # Running forever on the canned server
+RESUME_WORKSPACE = history.WORKSPACE  # Running forever on the canned server
+KINDS = ("cpu", "naive", "memory", "resume", "latency", "writes", "history")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -226,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
     cpu_reps = max(reps, args.cpu_reps or reps)
     memory_reps = args.memory_reps or 1
     skip = set(args.skip)
+    if args.only:
+        skip = set(KINDS) - {args.only} - ({"naive"} if args.only == "cpu" else set())
     quick: bool = args.quick
     clock = Clock()
     res = Results()
@@ -255,6 +263,19 @@ def run(args: argparse.Namespace) -> int:
                     sc.build_resume_state(b, 1, RESUME_WORKSPACE),
                 ),
             )
+        history_templates: tuple[Path, Path] | None = None
+        if "history" not in skip:
+            n, h, k = sizes.resume_watches, sizes.history_reported, sizes.history_kept
+            history_templates = clock.step(
+                f"build state files with {n:,} watches, with and without {h:,} reported",
+                lambda: (history.build_state(b, n, h, k), history.build_state(b, n, 0, 0)),
+            )
+
+        def history_round(r: int) -> None:
+            assert history_templates is not None
+            n, h = sizes.resume_watches, sizes.history_reported
+            history.run_round(b, res, clock.step, r, history_templates, n, h)
+
         steps: dict[str, Callable[[int], None]] = {
             "cpu": lambda r: _cpu_round(b, sizes, res, clock, r, "naive" not in skip),
             "resume": lambda r: _resume_round(b, sizes, res, clock, r, templates, False, quick),
@@ -262,13 +283,14 @@ def run(args: argparse.Namespace) -> int:
             "latency": lambda r: _latency_round(b, sizes, res, clock, r),
             "writes": lambda r: _writes(b, sizes, res, clock),
             "memory": lambda r: _memory_round(b, sizes, res, clock, r, quick),
+            "history": history_round,
         }
         took: dict[str, float] = {}
         for r in range(max(cpu_reps, reps, memory_reps)):
             planned = [
                 kind
                 for kind, wanted in (
-                    ("cpu", r < cpu_reps),
+                    ("cpu", r < cpu_reps and "cpu" not in skip),
                     # The first rounds' resume also measures RSS after the restart.
                     (
                         "resume+rss" if r < memory_reps and "memory" not in skip else "resume",
@@ -277,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
                     ("latency", r < reps and "latency" not in skip),
                     ("writes", r == 0 and "writes" not in skip),
                     ("memory", r < memory_reps and "memory" not in skip),
+                    ("history", r < reps and "history" not in skip),
                 )
                 if wanted
             ]
@@ -303,8 +326,8 @@ def run(args: argparse.Namespace) -> int:
     print(render_table(rows))
     total = clock.elapsed()
     output: Path | None = args.output
-    if output is None and not args.quick:
-        output = REPO / "BENCHMARKS.md"
+    if output is None and not args.quick and not args.only:
+        output = REPO / "BENCHMARKS.md"  # never a partial table (--only) in its place
     if output is not None:
         text = sizes_text(sizes, reps, cpu_reps, memory_reps)
         output.write_text(render_markdown(rows, info, res, text, total))
@@ -341,7 +364,9 @@ def sizes_text(sizes: Sizes, reps: int, cpu_reps: int, memory_reps: int) -> str:
         f"{sizes.cpu_polls} polls (naive: {sizes.naive_executions:,} x {sizes.cpu_polls}); "
         f"memory: {sizes.memory_watches:,} watches; resume: {sizes.resume_watches:,}; "
         f"latency: {sizes.latency_watches:,} watches ({sizes.latency_finishing:,} finishing), "
-        f"interval {sizes.latency_interval_s:g}s, jitter {sizes.latency_jitter:g}"
+        f"interval {sizes.latency_interval_s:g}s, jitter {sizes.latency_jitter:g}; "
+        f"history: {sizes.history_reported:,} reported ({sizes.history_kept:,} within "
+        f"keep_reported) and {sizes.resume_watches:,} in progress"
     )
 
 
@@ -513,6 +538,9 @@ def build_rows(res: Results, sizes: Sizes, *, quick: bool = False) -> list[Row]:
                 detail=f"1 watch: {med('resume1.ready') or 0:.2f} s (start-up floor)",
             )
         )
+    rows += history.rows(
+        res, sizes.resume_watches, sizes.history_reported, sizes.history_kept, verdict
+    )
     for key in sorted(k for k in vals if k.startswith("exp.daemon.")):
         tag = key.removeprefix("exp.daemon.")
         d, bb = med(key), med(f"exp.bare.{tag}")
@@ -576,8 +604,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--skip",
         action="append",
         default=[],
-        choices=["naive", "memory", "resume", "latency", "writes"],
+        choices=KINDS,
         help="leave a measurement out (repeatable)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=KINDS,
+        help="run this measurement alone (writes no BENCHMARKS.md unless --output says where)",
     )
     parser.add_argument("--latency-interval", type=float, help="poll interval of the latency run")
     parser.add_argument(

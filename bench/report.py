@@ -89,6 +89,13 @@ METHOD = """\
   saves them, schema from `watcher.store`), time from `Popen` to `READY=1` on a
   `NOTIFY_SOCKET` the bench binds; the daemon's `service.started` line must say
   every watch was resumed.
+- **History**: the same resume, from a state file that also holds 1,000,000
+  executions already reported (written straight into the schema's tables in one
+  transaction: a compact `reported` row each, and for the newest 100,000 the
+  event body and a delivered delivery, as retention leaves them), against the
+  same start from a file without them. The config lists only the watches in
+  progress. RSS (`VmRSS`, and the peak `VmHWM`) is read the moment `READY=1`
+  arrives, before the first polls have changed anything.
 """
 
 

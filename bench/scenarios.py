@@ -278,7 +278,7 @@ def memory(b: Bench, watches: int, quiet_s: float = 1.0) -> Memory:
 # ------------------------------------------------------------------------------- resume
 
 
-def build_resume_state(b: Bench, watches: int, workspace: str) -> Path:
+def build_resume_state(b: Bench, watches: int, workspace: str, path: Path | None = None) -> Path:
     """A state file holding ``watches`` watches in progress, as the daemon would leave it.
 
     The schema comes from the daemon's own ``Store`` (so it cannot drift); the
@@ -287,7 +287,7 @@ def build_resume_state(b: Bench, watches: int, workspace: str) -> Path:
     from watcher.models import Execution
     from watcher.store import Store
 
-    path = b.tmp / f"resume-{watches}.db"
+    path = path or b.tmp / f"resume-{watches}.db"
 
     async def create() -> None:
         async with Store(path):
@@ -315,6 +315,8 @@ class Resume:
     ready_s: float
     resumed: int
     rss: int | None = None
+    rss_ready: int = 0  # VmRSS read as READY=1 arrived: what start-up left behind
+    hwm_ready: int = 0  # VmHWM then: the start-up peak
 
 
 def resume(
@@ -343,6 +345,7 @@ def resume(
         child = b.daemon(name, config, env=env)
         try:
             ready_at = notify.wait_for(b"READY=1", child, 60.0)
+            rss_ready, hwm_ready = rss_bytes(child.pid)
             if measure_rss:
                 wait_until(
                     f"{watches} polls after resuming",
@@ -356,7 +359,13 @@ def resume(
             child.signal(signal.SIGTERM)
         child.expect_ok(60.0)
     started = _started_line(b.tmp / f"{name}.err")
-    return Resume(ready_at - child.started_at, int(started.get("resumed", -1)), rss)
+    return Resume(
+        ready_at - child.started_at,
+        int(started.get("resumed", -1)),
+        rss,
+        rss_ready,
+        hwm_ready,
+    )
 
 
 def _started_line(stderr: Path) -> dict[str, Any]:

@@ -40,6 +40,8 @@ def test_quick_bench_completes_and_prints_the_table(tmp_path: Path) -> None:
         "store writes on polls that changed nothing",
         "terminal -> webhook delivered",
         "process start -> READY=1",
+        "executions reported and",
+        "reported vs no history",
     ):
         assert label in table, f"{label!r} missing from:\n{table}"
     text = report.read_text()

@@ -132,6 +132,10 @@ BAD_CONFIGS = [
     ("infinite-max-watch", "[poll]\nmax_watch = inf", "poll.max_watch"),
     ("shrinking-backoff", "[poll]\nbackoff = 0.5", "poll.backoff"),
     ("zero-grace", "[poll]\nnot_found_grace = 0", "poll.not_found_grace"),
+    ("zero-keep-reported", "[state]\nkeep_reported = 0", "state.keep_reported"),
+    ("negative-keep-reported", "[state]\nkeep_reported = -1.0", "state.keep_reported"),
+    ("infinite-keep-reported", "[state]\nkeep_reported = inf", "state.keep_reported"),
+    ("string-for-keep-reported", '[state]\nkeep_reported = "7d"', "state.keep_reported"),
     ("no-terminal-states", "[poll]\nterminal_states = []", "poll.terminal_states"),
     ("zero-max-attempts", WEBHOOK + "max_attempts = 0", "sinks[0].max_attempts"),
     (
@@ -341,6 +345,7 @@ def test_empty_config_has_the_spec_defaults(tmp_path: Path) -> None:
 
     assert config.executions == ()
     assert config.state_path == tmp_path / "blink-watcher.db"
+    assert config.keep_reported_s == 604800.0
     assert (config.log_level, config.log_format) == ("info", "json")
     assert config.server is None
     assert config.sinks == (LogSinkConfig(name="log:stdout"),)
@@ -789,6 +794,21 @@ def test_secret_repr_and_str_hide_the_value(load: Load, monkeypatch: pytest.Monk
 # --- paths ---------------------------------------------------------------------------------
 
 
+def test_keep_reported_is_seconds_as_a_float(load: Load) -> None:
+    config = load("[state]\nkeep_reported = 3600\n")
+
+    assert config.keep_reported_s == 3600.0
+    assert isinstance(config.keep_reported_s, float)
+    assert load("[state]\nkeep_reported = 0.5\n").keep_reported_s == 0.5
+
+
+def test_a_bad_keep_reported_names_the_key_and_the_rule(fail: Fail) -> None:
+    error = fail("[state]\nkeep_reported = 0\n")
+
+    assert "state.keep_reported" in str(error)
+    assert "must be > 0" in str(error)
+
+
 def test_relative_state_path_resolves_in_state_directory(
     load: Load, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -824,6 +844,8 @@ def full_config(load: Load, monkeypatch: pytest.MonkeyPatch) -> Config:
         terminal_states = ["Completed", "Failed"]
         [watch]
         executions = ["a", "other/b"]
+        [state]
+        keep_reported = 3600
         [logging]
         level = "warning"
         [server]
@@ -858,6 +880,7 @@ def test_effective_config_parses_back_as_toml_with_the_effective_values(
     assert shown["watch"]["executions"] == ["ws/a", "other/b"]
     assert shown["sinks"][0]["name"] == 'q"uote back\\slash'  # TOML escaping holds
     assert shown["logging"] == {"level": "warning", "format": "json", "journal": "auto"}
+    assert shown["state"]["keep_reported"] == 3600.0
     assert shown["server"] == {"listen": "127.0.0.1:9100", "allow_remote": False}
     log_sink, hook = shown["sinks"]
     assert log_sink["type"] == "log"

@@ -62,6 +62,7 @@ def test_example_config_values_are_the_defaults(env: Path) -> None:
     assert config.log_journal == "auto"
     assert config.server is None
     assert config.state_path.name == "blink-watcher.db"
+    assert config.keep_reported_s == Config.__dataclass_fields__["keep_reported_s"].default
 
 
 def test_every_commented_key_is_valid_and_shows_its_default(env: Path) -> None:

@@ -16,7 +16,7 @@ from watcher.cli.render import Column, table
 from watcher.config import Config
 from watcher.errors import EX_OK
 from watcher.models import rfc3339
-from watcher.store import open_readonly, query_deliveries
+from watcher.store import open_readonly, query_deliveries, reported_total
 
 RECENT_EVENTS: Final = 20
 
@@ -66,7 +66,7 @@ def collect_status(db: sqlite3.Connection) -> dict[str, Any]:
         )
     ]
     counts = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
-    total_events = db.execute("SELECT count(*) FROM events").fetchone()[0]
+    total_events = reported_total(db)  # pruned events still count: they were reported
     return {
         "watching": watches,
         "events_total": total_events,

@@ -16,6 +16,7 @@ from watcher.config.model import (
     DEFAULT_CONFIG_PATH,
     HEADER_NAME,
     JOURNAL_MODES,
+    KEEP_REPORTED_S,
     LOG_LEVELS,
     RESERVED_HEADERS,
     WHITESPACE,
@@ -212,6 +213,11 @@ def _webhook_name(url: str) -> str:
     return f"webhook:{host}:{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
+def _state(t: Table) -> tuple[Path, float]:
+    path = env_path(t.text("path", "blink-watcher.db"), "STATE_DIRECTORY", Path.cwd())
+    return path, t.number("keep_reported", KEEP_REPORTED_S, above=0)
+
+
 def _server(t: Table) -> ServerConfig:
     listen = t.text("listen", "127.0.0.1:9464")
     allow_remote = t.flag("allow_remote", False)
@@ -320,10 +326,10 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
     executions = section(
         "watch", lambda t: _executions(t, blink.workspace_id, config_dir), no_executions
     )
-    state_path = section(
+    state_path, keep_reported_s = section(
         "state",
-        lambda t: env_path(t.text("path", "blink-watcher.db"), "STATE_DIRECTORY", Path.cwd()),
-        env_path("blink-watcher.db", "STATE_DIRECTORY", Path.cwd()),
+        _state,
+        (env_path("blink-watcher.db", "STATE_DIRECTORY", Path.cwd()), KEEP_REPORTED_S),
     )
 
     def logging_(t: Table) -> tuple[str, Literal["json", "console"], JournalMode]:
@@ -362,6 +368,7 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         poll=poll,
         executions=executions,
         state_path=state_path,
+        keep_reported_s=keep_reported_s,
         log_level=log_level,
         log_format=log_format,
         log_journal=log_journal,

@@ -19,6 +19,7 @@ DEFAULT_TERMINAL_STATES: Final = (
     "Timeout",
     "Skipped",
 )
+KEEP_REPORTED_S: Final = 7 * 86400.0  # a week: time to look into a result, then it goes
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 # [logging] journal: native journal entries when the stream is the journal ("auto"),
 # always ("on"), or never ("off").
@@ -147,6 +148,9 @@ class Config:
     poll: PollConfig
     executions: tuple[ExecutionKey, ...]
     state_path: Path
+    # How long a reported execution's event body and delivery rows stay in the
+    # store; a compact row per execution stays for good, so it is never watched again.
+    keep_reported_s: float = KEEP_REPORTED_S
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
     log_journal: JournalMode = "auto"

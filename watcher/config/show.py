@@ -80,7 +80,9 @@ def effective_config_toml(config: Config) -> str:
     )
     out += [f"[watch]  # {len(config.executions)} executions", "executions = ["]
     out += [f"  {_toml_string(format_key(key))}," for key in config.executions] + ["]", ""]
-    out += _section_lines("[state]", {"path": str(config.state_path)})
+    out += _section_lines(
+        "[state]", {"path": str(config.state_path), "keep_reported": config.keep_reported_s}
+    )
     out += _section_lines(
         "[logging]",
         {"level": config.log_level, "format": config.log_format, "journal": config.log_journal},

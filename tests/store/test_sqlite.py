@@ -5,28 +5,16 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from structlog.testing import capture_logs
 
+from tests.store.rows import KEY, OTHER, event, watch
 from watcher.errors import StoreError
-from watcher.models import EventRecord, ExecutionKey, WatchRow
+from watcher.models import EventRecord, WatchRow
 from watcher.store import SCHEMA_VERSION, Store, open_readonly
-
-KEY: ExecutionKey = ("ws", "ex-1")
-OTHER: ExecutionKey = ("ws", "ex-2")
-
-
-def watch(key: ExecutionKey = KEY, state: str | None = "Running", polls: int = 1) -> WatchRow:
-    return WatchRow(key, state, polls, 100.0, 100.0 + polls, {"state": state, "display_name": "d"})
-
-
-def event(
-    key: ExecutionKey = KEY, event_id: str = "evt_1", body: bytes = b'{"a":1}'
-) -> EventRecord:
-    return EventRecord(event_id, key, "execution.finished", "Completed", body, 200.0)
 
 
 def mode(path: Path) -> int:
@@ -37,17 +25,6 @@ def existing_file(path: Path, content: bytes, file_mode: int = 0o644) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(content)
     path.chmod(file_mode)
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "blink-watcher.db"
-
-
-@pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[Store]:
-    async with Store(db_path) as s:
-        yield s
 
 
 @pytest.fixture
@@ -100,7 +77,7 @@ async def test_data_survives_a_reopen(db_path: Path) -> None:
 
     async with Store(db_path) as store:
         assert await store.load_watches() == [WatchRow(KEY, "Running", 3, 100.0, 103.0)]
-        assert await store.finished_keys() == {OTHER}
+        assert await store.reported_keys([KEY, OTHER]) == {OTHER}
         assert await store.last_response(KEY) == {"state": "Running", "display_name": "d"}
         [row] = await store.open_deliveries()
         assert row.event_id == "evt_1"
@@ -260,8 +237,8 @@ async def test_record_event_stores_the_event_its_deliveries_and_ends_the_watch_a
     await store.record_event(event(KEY, body=b'{"event":"x"}'), ["log:stdout", "hook"], now=300.0)
 
     assert store.writes - before == 1  # one transaction
-    assert await store.finished_keys() == {KEY}
-    assert await store.finished_keys([OTHER]) == set()
+    assert await store.reported_keys([KEY, OTHER]) == {KEY}
+    assert await store.reported_keys([OTHER]) == set()
     assert [r.key for r in await store.load_watches()] == [OTHER]
     rows = await store.open_deliveries()
     assert [(r.sink, r.status, r.attempts, r.next_attempt_at) for r in rows] == [
@@ -286,7 +263,7 @@ async def test_recording_an_event_again_changes_nothing(store: Store) -> None:
 async def test_an_event_without_sinks_still_counts_as_produced(store: Store) -> None:
     await store.record_event(event(), [])
 
-    assert await store.finished_keys() == {KEY}
+    assert await store.reported_keys([KEY, OTHER]) == {KEY}
     assert await store.open_deliveries() == []
 
 
@@ -371,7 +348,7 @@ class FlakyDisk:
 async def test_failed_background_writes_are_kept_and_retried(
     store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watcher.store._RETRY_MIN_S", 0.001)
+    monkeypatch.setattr("watcher.store.sqlite._RETRY_MIN_S", 0.001)
     disk = FlakyDisk(store, failures=2)
     with capture_logs() as logs:
         store.save_watch(watch(state="Running"))
@@ -387,14 +364,14 @@ async def test_failed_background_writes_are_kept_and_retried(
 async def test_a_waited_write_that_fails_raises_and_marks_the_store_unhealthy(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watcher.store._RETRY_MIN_S", 0.001)
+    monkeypatch.setattr("watcher.store.sqlite._RETRY_MIN_S", 0.001)
     FlakyDisk(store, failures=1)
     with pytest.raises(StoreError):
         await store.record_event(event(), ["log"])
     assert not store.healthy
     await store.record_event(event(), ["log"])
     assert store.healthy
-    assert await store.finished_keys() == {KEY}
+    assert await store.reported_keys([KEY, OTHER]) == {KEY}
 
 
 async def test_watch_batches_yield_every_watch_in_bounded_batches(store: Store) -> None:

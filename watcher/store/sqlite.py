@@ -1,4 +1,4 @@
-"""SQLite state: watches in progress, produced events, and the delivery outbox.
+"""The SQLite state file on a dedicated writer thread, with writes batched into transactions.
 
 One file, WAL mode, ``synchronous=FULL`` (an event that was acknowledged as
 stored survives a power cut). All SQLite work runs on one dedicated thread, so
@@ -20,72 +20,31 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 
 import structlog
 
 from watcher.errors import StoreError
 from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
+from watcher.store import history
+from watcher.store.base import WatchTuple
+from watcher.store.readonly import query_deliveries
+from watcher.store.schema import migrate
+from watcher.store.writes import Op, transaction, write_batch
 
-SCHEMA_VERSION: Final = 1
+if TYPE_CHECKING:
+    from watcher.store.base import StateStore
+
 _RETRY_MIN_S: Final = 0.5
 _RETRY_MAX_S: Final = 30.0
 _CLOSE_FLUSH_S: Final = 10.0
 
 log = structlog.get_logger("watcher.store")
 
-# Each entry migrates from version (index) to index + 1.
-_MIGRATIONS: Final[tuple[str, ...]] = (
-    """
-    CREATE TABLE watches (
-        workspace_id  TEXT NOT NULL,
-        execution_id  TEXT NOT NULL,
-        state         TEXT,            -- last reported state
-        polls         INTEGER NOT NULL,
-        first_seen_at REAL NOT NULL,   -- unix seconds; max_watch counts from here
-        changed_at    REAL NOT NULL,   -- unix seconds of the last state change
-        last_response TEXT,            -- JSON of the response at that change
-        PRIMARY KEY (workspace_id, execution_id)
-    ) WITHOUT ROWID;
-    CREATE TABLE events (
-        event_id      TEXT PRIMARY KEY,
-        workspace_id  TEXT NOT NULL,
-        execution_id  TEXT NOT NULL,
-        event         TEXT NOT NULL,
-        state         TEXT,
-        body          BLOB NOT NULL,   -- the exact bytes every sink delivers
-        created_at    REAL NOT NULL
-    );
-    CREATE UNIQUE INDEX events_execution ON events (workspace_id, execution_id);
-    CREATE TABLE deliveries (
-        event_id        TEXT NOT NULL REFERENCES events (event_id),
-        sink            TEXT NOT NULL,
-        status          TEXT NOT NULL CHECK (status IN ('pending', 'delivered', 'dead')),
-        attempts        INTEGER NOT NULL DEFAULT 0,
-        next_attempt_at REAL NOT NULL,
-        last_error      TEXT,
-        updated_at      REAL NOT NULL,
-        PRIMARY KEY (event_id, sink)
-    ) WITHOUT ROWID;
-    CREATE INDEX deliveries_open ON deliveries (status) WHERE status != 'delivered';
-    """,
-)
-
-_Op = tuple[str, Any]
 R = TypeVar("R")
-
-
-def _connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    if readonly:
-        conn = sqlite3.connect(
-            f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False
-        )
-    else:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    return conn
 
 
 def _create_private(path: Path) -> None:
@@ -97,7 +56,7 @@ def _create_private(path: Path) -> None:
         os.close(fd)
 
 
-class Store:
+class SQLiteStore:
     """The state file. Use as an async context manager; every method is async-safe."""
 
     def __init__(self, path: Path | str) -> None:
@@ -105,11 +64,12 @@ class Store:
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._pending_watches: dict[ExecutionKey, WatchRow | None] = {}
-        self._pending_ops: list[tuple[_Op, asyncio.Future[None] | None]] = []
+        self._pending_ops: list[tuple[Op, asyncio.Future[None] | None]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._closed = False
         self.healthy = True  # False while writes fail; /readyz reports it
         self.writes = 0  # committed write transactions, for the benchmark and metrics
+        self.pruned = 0  # events pruned since open, for metrics
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -142,7 +102,8 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             _create_private(self.path)
-            conn = _connect(self.path)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 5000")
         except OSError as exc:
             raise StoreError(
                 f"cannot create state file {self.path}: {exc.strerror or exc}"
@@ -152,22 +113,9 @@ class Store:
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"state file {self.path} has schema version {version}, newer than this "
-                    f"blink-watcher understands ({SCHEMA_VERSION}); upgrade blink-watcher"
-                )
-            for target in range(version, SCHEMA_VERSION):
-                # One transaction per step: a crash mid-migration leaves the old version.
-                conn.executescript(
-                    f"BEGIN IMMEDIATE; {_MIGRATIONS[target]}; "
-                    f"PRAGMA user_version = {target + 1}; COMMIT;"
-                )
+            # Also finds out now, not on the first write, that the file is read-only.
+            migrate(conn, self.path)
             conn.execute("SELECT count(*) FROM deliveries").fetchone()
-            # A read-only file opens fine but fails on the first write: find out now.
-            conn.execute("BEGIN IMMEDIATE")
-            conn.execute("COMMIT")
         except sqlite3.Error as exc:
             conn.close()
             raise StoreError(f"state file {self.path} is unusable: {exc}") from None
@@ -228,9 +176,7 @@ class Store:
         await self.flush()  # a read sees every write queued before it
         return await self._run(read)
 
-    async def watch_batches(
-        self, size: int = 5000
-    ) -> AsyncIterator[list[tuple[str, str, str | None, int, float]]]:
+    async def watch_batches(self, size: int = 5000) -> AsyncIterator[list[WatchTuple]]:
         """Every watch in progress as (workspace, execution, state, polls, first_seen_at),
         ``size`` rows at a time.
 
@@ -251,20 +197,20 @@ class Store:
         finally:
             await self._run(cursor.close)
 
-    async def finished_keys(self, keys: Iterable[ExecutionKey] | None = None) -> set[ExecutionKey]:
-        """Executions whose event was already produced (optionally only among ``keys``)."""
-        db = self._db()
-
-        def read() -> set[ExecutionKey]:
-            rows = db.execute("SELECT workspace_id, execution_id FROM events").fetchall()
-            found = {(r[0], r[1]) for r in rows}
-            return found if keys is None else found.intersection(keys)
-
-        return await self._run(read)
-
     async def reported_keys(self, keys: Iterable[ExecutionKey]) -> set[ExecutionKey]:
-        """Those of ``keys`` whose ending event was already produced."""
-        return await self.finished_keys(keys)
+        """Which of ``keys`` were already reported (pruned ones included).
+
+        Primary-key probes, ``history.LOOKUP_CHUNK`` per hop to the writer
+        thread: cost grows with ``keys``, not with the history.
+        """
+        db = self._db()
+        found: set[ExecutionKey] = set()
+        for workspace_id, ids in history.by_workspace(keys).items():
+            for start in range(0, len(ids), history.LOOKUP_CHUNK):
+                chunk = ids[start : start + history.LOOKUP_CHUNK]
+                lookup = partial(history.reported_among, db, workspace_id, chunk)
+                found.update(await self._run(lookup))
+        return found
 
     async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
         db = self._db()
@@ -307,6 +253,7 @@ class Store:
         """Store an event, its outbox rows and the end of its watch in one transaction.
 
         Returns once committed: only then may the first delivery attempt start.
+        An execution reported before (its event perhaps pruned since) gets nothing new.
         """
         await self._submit(("event", (record, tuple(sinks), now or time.time())), wait=True)
 
@@ -333,7 +280,7 @@ class Store:
         db = self._db()
 
         def write() -> int:
-            with _transaction(db):
+            with transaction(db):
                 cur = db.execute(
                     "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = ?, "
                     "updated_at = ? WHERE status = 'dead'",
@@ -343,7 +290,36 @@ class Store:
 
         return await self._run(write)
 
-    async def _submit(self, op: _Op, *, wait: bool) -> None:
+    async def prune(self, keep_s: float, *, now: float | None = None, batch: int = 500) -> int:
+        """Drop events produced over ``keep_s`` ago whose deliveries are all delivered.
+
+        Each batch of ``batch`` events is its own short transaction on the
+        writer thread, so queued writes go in between and readers never wait
+        long. The executions stay in ``reported``: never watched or reported
+        again. Returns how many events were pruned.
+        """
+        if keep_s <= 0 or batch < 1:
+            raise ValueError("keep_s must be > 0 and batch >= 1")
+        cutoff = (time.time() if now is None else now) - keep_s
+        db = self._db()
+        after = history.START
+        pruned = 0
+        while True:
+            step = await self._run(partial(history.prune_batch, db, cutoff, after, batch))
+            if step is None:
+                break
+            gone, after = step
+            if gone:
+                self.writes += 1
+                self.pruned += gone
+                pruned += gone
+            # Let writes queued meanwhile reach the writer thread before the next batch.
+            await asyncio.sleep(0)
+        if pruned:
+            log.info("store.pruned", events=pruned, keep_reported_s=keep_s)
+        return pruned
+
+    async def _submit(self, op: Op, *, wait: bool) -> None:
         fut: asyncio.Future[None] | None = None
         if wait:
             fut = asyncio.get_running_loop().create_future()
@@ -407,117 +383,13 @@ class Store:
         return True
 
     def _write_batch(
-        self,
-        db: sqlite3.Connection,
-        watches: dict[ExecutionKey, WatchRow | None],
-        ops: list[_Op],
+        self, db: sqlite3.Connection, watches: dict[ExecutionKey, WatchRow | None], ops: list[Op]
     ) -> None:
-        with _transaction(db):
-            upserts = [
-                (
-                    *row.key,
-                    row.state,
-                    row.polls,
-                    row.first_seen_at,
-                    row.changed_at,
-                    None if row.last_response is None else json.dumps(row.last_response),
-                )
-                for row in watches.values()
-                if row is not None
-            ]
-            if upserts:
-                db.executemany(
-                    "INSERT INTO watches VALUES (?, ?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT (workspace_id, execution_id) DO UPDATE SET "
-                    "state = excluded.state, polls = excluded.polls, "
-                    "changed_at = excluded.changed_at, last_response = excluded.last_response",
-                    upserts,
-                )
-            removals = [key for key, row in watches.items() if row is None]
-            if removals:
-                db.executemany(
-                    "DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", removals
-                )
-            for kind, args in ops:
-                if kind == "event":
-                    self._write_event(db, *args)
-                else:
-                    db.execute(
-                        "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
-                        "last_error = ?, updated_at = ? WHERE event_id = ? AND sink = ?",
-                        args,
-                    )
+        write_batch(db, watches, ops)
         self.writes += 1
 
-    @staticmethod
-    def _write_event(
-        db: sqlite3.Connection, record: EventRecord, sinks: tuple[str, ...], now: float
-    ) -> None:
-        # OR IGNORE: the same event stored twice (a replayed poll) stays one event.
-        db.execute(
-            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                record.event_id,
-                *record.key,
-                record.event,
-                record.state,
-                record.body,
-                record.created_at,
-            ),
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'pending', 0, ?, NULL, ?)",
-            [(record.event_id, sink, now, now) for sink in sinks],
-        )
-        db.execute("DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", record.key)
 
+if TYPE_CHECKING:
 
-class _transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error."""
-
-    def __init__(self, db: sqlite3.Connection) -> None:
-        self.db = db
-
-    def __enter__(self) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def query_deliveries(
-    db: sqlite3.Connection, statuses: Sequence[DeliveryStatus], limit: int | None = None
-) -> list[DeliveryRow]:
-    """Deliveries with the given statuses and their events, oldest first."""
-    marks = ", ".join("?" for _ in statuses)
-    sql = (
-        "SELECT d.event_id, d.sink, d.status, d.attempts, d.next_attempt_at, d.last_error, "
-        "d.updated_at, e.body, e.workspace_id, e.execution_id, e.event, e.created_at "
-        f"FROM deliveries d JOIN events e USING (event_id) WHERE d.status IN ({marks}) "
-        "ORDER BY e.created_at, d.event_id, d.sink"
-    )
-    params: list[Any] = list(statuses)
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(limit)
-    return [
-        DeliveryRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], (r[8], r[9]), r[10], r[11])
-        for r in db.execute(sql, params)
-    ]
-
-
-def open_readonly(path: Path) -> sqlite3.Connection:
-    """A read-only connection for ``status``/``deliveries`` (safe while the daemon runs)."""
-    if not path.exists():
-        raise StoreError(f"no state file at {path} (has the daemon run with this config?)")
-    try:
-        conn = _connect(path, readonly=True)
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read state file {path}: {exc}") from None
-    if version != SCHEMA_VERSION:
-        conn.close()
-        raise StoreError(
-            f"state file {path} has schema version {version}, expected {SCHEMA_VERSION}"
-        )
-    return conn
+    def _meets_the_protocol(store: SQLiteStore) -> StateStore:
+        return store  # mypy checks SQLiteStore against StateStore here

@@ -1,0 +1,96 @@
+"""One batch of queued writes (watch saves, events, delivery outcomes) as one transaction."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+from watcher.models import EventRecord, ExecutionKey, WatchRow
+
+# ("event", (record, sinks, now)) or ("delivery", (status, attempts, next_attempt_at,
+# last_error, updated_at, event_id, sink)), in the order they were queued.
+Op = tuple[str, Any]
+
+
+class transaction:
+    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any error."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+
+def write_batch(
+    db: sqlite3.Connection, watches: dict[ExecutionKey, WatchRow | None], ops: list[Op]
+) -> None:
+    """Everything queued since the last batch, as one transaction."""
+    with transaction(db):
+        upserts = [
+            (
+                *row.key,
+                row.state,
+                row.polls,
+                row.first_seen_at,
+                row.changed_at,
+                None if row.last_response is None else json.dumps(row.last_response),
+            )
+            for row in watches.values()
+            if row is not None
+        ]
+        if upserts:
+            db.executemany(
+                "INSERT INTO watches VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (workspace_id, execution_id) DO UPDATE SET "
+                "state = excluded.state, polls = excluded.polls, "
+                "changed_at = excluded.changed_at, last_response = excluded.last_response",
+                upserts,
+            )
+        removals = [key for key, row in watches.items() if row is None]
+        if removals:
+            db.executemany(
+                "DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", removals
+            )
+        for kind, args in ops:
+            if kind == "event":
+                write_event(db, *args)
+            else:
+                db.execute(
+                    "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
+                    "last_error = ?, updated_at = ? WHERE event_id = ? AND sink = ?",
+                    args,
+                )
+
+
+def write_event(
+    db: sqlite3.Connection, record: EventRecord, sinks: tuple[str, ...], now: float
+) -> None:
+    """An event, its outbox rows and the end of its watch."""
+    # The reported row decides: an execution reported before (a replayed poll,
+    # or an event long since pruned) gets no second event and no new deliveries.
+    first = db.execute(
+        "INSERT OR IGNORE INTO reported VALUES (?, ?, ?, ?, ?, ?)",
+        (*record.key, record.event_id, record.event, record.state, record.created_at),
+    ).rowcount
+    if first:
+        db.execute(
+            "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                record.event_id,
+                *record.key,
+                record.event,
+                record.state,
+                record.body,
+                record.created_at,
+            ),
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'pending', 0, ?, NULL, ?)",
+            [(record.event_id, sink, now, now) for sink in sinks],
+        )
+    db.execute("DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", record.key)
