@@ -346,3 +346,22 @@ async def test_a_sink_failure_never_loses_the_event(daemon: Daemon) -> None:
 
     assert await asyncio.wait_for(run, 15) == 0
     assert len(daemon.sinks[0].attempts) >= 2  # the failure was retried, not dropped
+
+
+async def test_the_service_prunes_reported_history_past_keep_reported(
+    daemon: Daemon, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon.write(["a"])
+    calls: list[float] = []
+
+    async def prune(self: Store, keep_s: float, **_: Any) -> int:
+        calls.append(keep_s)
+        return 0
+
+    monkeypatch.setattr(Store, "prune", prune)
+    await daemon.start(prune_every_s=0.001)
+
+    await until(lambda: len(calls) >= 3, what="repeated retention runs")
+
+    assert set(calls) == {604800.0}  # [state] keep_reported's default
+    assert await daemon.stop() == 0

@@ -43,6 +43,9 @@ log = structlog.get_logger("watcher.service")
 
 DRAIN_S: Final = 10.0
 STATUS_EVERY_S: Final = 5.0
+# Retention runs this often (and once right after start); each run prunes in
+# small batches, so a large backlog after an upgrade costs no long lock.
+PRUNE_EVERY_S: Final = 600.0
 
 Command = Literal["stop", "reload", "done"]
 StoreFactory = Callable[[Path], Store]
@@ -65,8 +68,10 @@ class Service:
         store_factory: StoreFactory = Store,
         client_factory: ClientFactory = new_client,
         sink_factory: SinkFactory = build_sink,
+        prune_every_s: float = PRUNE_EVERY_S,
     ) -> None:
         self.config = config
+        self._prune_every_s = prune_every_s
         self.exit_when_done = exit_when_done
         self.notifier = notifier or Notifier(None)
         self.metrics = metrics or Metrics()
@@ -216,6 +221,7 @@ class Service:
                 self._start_task("outbox", self.outbox.run())
                 self._start_task("watchdog", self.notifier.watchdog())
                 self._start_task("status", self._report_status())
+                self._start_task("retention", self._retention())
                 if self.exit_when_done:
                     self._start_task("done", self._done_watcher())
                 while True:
@@ -269,6 +275,16 @@ class Service:
                 self._commands.put_nowait("done")
                 return
             await asyncio.sleep(0)
+
+    async def _retention(self) -> None:
+        """Prune reported history past ``state.keep_reported`` (docs/contract.md, "Retention")."""
+        while True:
+            try:
+                await self.store.prune(self.config.keep_reported_s)
+            except StoreError as exc:
+                # The disk is in trouble; the store says so on /readyz. Try again later.
+                log.warning("store.prune_failed", reason=str(exc))
+            await asyncio.sleep(self._prune_every_s)
 
     async def _report_status(self) -> None:
         while True:
