@@ -41,9 +41,10 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
+
+from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT_SOURCE_DIR = REPO / "systemd"
@@ -78,31 +79,6 @@ OUTPUT_DIR_INSIDE = "/var/log/blink-watcher-test"
 API_KEY = "test-api-key-" + "k" * 16
 # A Standard Webhooks secret: "whsec_" + base64 of random bytes.
 WEBHOOK_SECRET = "whsec_dGVzdC13ZWJob29rLXNlY3JldC0wMTIzNDU2Nzg5"
-
-T = TypeVar("T")
-
-
-def wait_for(
-    condition: Callable[[], T | None],
-    *,
-    timeout_s: float,
-    what: str,
-    diagnostics: Callable[[], str] | None = None,
-) -> T:
-    """Poll ``condition`` until it returns something truthy; fail with ``what`` after the deadline.
-
-    Deadlines are generous on purpose: they only bound how long a broken run
-    takes to fail, they never measure how fast a healthy one is.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            detail = f"\n{diagnostics()}" if diagnostics else ""
-            raise AssertionError(f"timed out after {timeout_s:g}s waiting for {what}{detail}")
-        time.sleep(0.1)
 
 
 def tail(path: Path, lines: int = 40) -> str:

@@ -20,7 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tests.systemd.harness import BOOT_TARGET, SystemdNamespace, wait_for
+from tests.systemd.harness import BOOT_TARGET, SystemdNamespace
+from tests.waiting import wait_for
 
 DISTRIBUTION_UNITS = Path("/lib/systemd/system")
 JOURNALD_UNITS = (

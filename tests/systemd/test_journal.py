@@ -30,7 +30,6 @@ from tests.systemd.harness import (
     free_port,
     install_service,
     run_simulator,
-    wait_for,
 )
 from tests.systemd.journald import (
     FollowedCommand,
@@ -41,6 +40,7 @@ from tests.systemd.journald import (
     text_of,
     wait_for_lines,
 )
+from tests.waiting import wait_for
 
 pytestmark = [pytest.mark.systemd, pytest.mark.timeout(240)]
 
