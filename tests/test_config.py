@@ -978,3 +978,43 @@ def test_an_id_with_characters_no_execution_id_has_is_rejected(fail: Fail, bad: 
 
     assert error.key == "watch.executions[0]"
     assert "cannot be in" in error.message
+
+
+@pytest.fixture
+def system_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """The packaged layout (/etc/blink-watcher, /var/lib), under tmp_path."""
+    from watcher.config import paths
+
+    etc, var_lib = tmp_path / "etc" / "blink-watcher", tmp_path / "var" / "lib"
+    etc.mkdir(parents=True)
+    monkeypatch.setattr(paths, "SYSTEM_CONFIG_DIR", etc)
+    monkeypatch.setattr(paths, "SYSTEM_STATE_ROOT", var_lib)
+    monkeypatch.delenv("STATE_DIRECTORY", raising=False)
+    return etc, var_lib
+
+
+@pytest.mark.parametrize(
+    ("config_name", "state_dir"),
+    [("config.toml", "blink-watcher"), ("secops.toml", "blink-watcher-secops")],
+)
+def test_the_system_config_resolves_state_where_its_unit_keeps_it(
+    system_dirs: tuple[Path, Path], config_name: str, state_dir: str
+) -> None:
+    # An operator running `status` by hand, as root, from their home directory,
+    # must read the file the service (StateDirectory=) writes.
+    etc, var_lib = system_dirs
+    (etc / config_name).write_text('[state]\npath = "w.db"\n')
+
+    assert load_config(etc / config_name).state_path == var_lib / state_dir / "w.db"
+
+
+def test_state_directory_wins_over_the_system_layout(
+    system_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    etc, _ = system_dirs
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "run-state"))
+    (etc / "config.toml").write_text("")
+
+    assert (
+        load_config(etc / "config.toml").state_path == tmp_path / "run-state" / "blink-watcher.db"
+    )

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from watcher import __version__
 from watcher.config import Config, default_config_path, effective_config_toml, load_config
+from watcher.config.paths import state_base
 from watcher.errors import (
     EX_CONFIG,
     EX_FAILURE,
@@ -66,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="what the daemon is watching and delivering")
     _config_arg(status)
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    _state_arg(status)
 
     deliveries = sub.add_parser("deliveries", help="pending and dead-lettered deliveries")
     _config_arg(deliveries)
@@ -73,10 +77,35 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-dead", action="store_true", help="queue every dead letter again"
     )
     deliveries.add_argument("--json", action="store_true", help="machine-readable output")
+    _state_arg(deliveries)
 
     demo = sub.add_parser("demo", help="the whole product against a simulated Blink API")
     demo.add_argument("--keep", action="store_true", help="keep the demo's working directory")
     return parser
+
+
+def _state_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--state",
+        metavar="PATH",
+        help="the state file to read (default: the config's [state] path, resolved as the "
+        "service resolves it)",
+    )
+
+
+def _load_state(args: argparse.Namespace) -> Config:
+    """The config for a reader of the state file, which must exist: say where we looked."""
+    config = _load(args, resolve_secrets=False)
+    if args.state:
+        return dataclasses.replace(config, state_path=Path(args.state))
+    if not config.state_path.exists():
+        _, why = state_base(config.file)
+        raise StoreError(
+            f"no state file at {config.state_path} (a relative [state] path in {config.file} "
+            f"resolves in {why}); has the daemon run with this config? --state PATH reads "
+            "another file"
+        )
+    return config
 
 
 def _load(args: argparse.Namespace, *, resolve_secrets: bool = True) -> Config:
@@ -109,6 +138,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "check-config":
         config = _load(args)
         sys.stdout.write(effective_config_toml(config))
+        print(
+            f"# state file: {config.state_path} (a relative [state] path resolves in "
+            f"{state_base(config.file)[1]})",
+            file=sys.stderr,
+        )
         for warning in config.warnings:
             print(f"# warning: {warning}", file=sys.stderr)
         print(f"# OK: {config.file}", file=sys.stderr)
@@ -118,13 +152,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "status":
         from watcher.cli.status import status
 
-        return status(_load(args, resolve_secrets=False), as_json=args.json)
+        return status(_load_state(args), as_json=args.json)
     if command == "deliveries":
         from watcher.cli.deliveries import deliveries
 
-        return deliveries(
-            _load(args, resolve_secrets=False), retry_dead=args.retry_dead, as_json=args.json
-        )
+        return deliveries(_load_state(args), retry_dead=args.retry_dead, as_json=args.json)
     if command == "watch":
         from watcher.cli.watch import watch
 

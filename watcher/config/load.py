@@ -29,6 +29,7 @@ from watcher.config.model import (
     SinkConfig,
     WebhookSinkConfig,
 )
+from watcher.config.paths import state_base
 from watcher.config.table import (
     Table,
     check_header_value,
@@ -214,7 +215,8 @@ def _webhook_name(url: str) -> str:
 
 
 def _state(t: Table) -> tuple[Path, float]:
-    path = env_path(t.text("path", "blink-watcher.db"), "STATE_DIRECTORY", Path.cwd())
+    raw = Path(t.text("path", "blink-watcher.db")).expanduser()
+    path = raw if raw.is_absolute() else state_base(t.file)[0] / raw
     return path, t.number("keep_reported", KEEP_REPORTED_S, above=0)
 
 
@@ -329,7 +331,7 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
     state_path, keep_reported_s = section(
         "state",
         _state,
-        (env_path("blink-watcher.db", "STATE_DIRECTORY", Path.cwd()), KEEP_REPORTED_S),
+        (state_base(file)[0] / "blink-watcher.db", KEEP_REPORTED_S),
     )
 
     def logging_(t: Table) -> tuple[str, Literal["json", "console"], JournalMode]:
