@@ -78,6 +78,22 @@ class Metrics:
             registry=r,
         )
 
+        self.dead_letters = Gauge(
+            "blink_watcher_dead_letters",
+            "Dead-lettered deliveries kept in the state store, by sink (alert on > 0).",
+            ["sink"],
+            registry=r,
+        )
+        self._dead_sinks: set[str] = set()
+
+    def set_dead_letters(self, counts: dict[str, int]) -> None:
+        """Set the gauge from the store's counts; a sink with none shows 0."""
+        for sink in self._dead_sinks - counts.keys():  # sinks that had some before
+            self.dead_letters.labels(sink).set(0)
+        for sink, count in counts.items():
+            self.dead_letters.labels(sink).set(count)
+        self._dead_sinks |= counts.keys()
+
     def reload(self, result: str) -> None:
         self.reloads.labels(result).inc()
 
@@ -88,6 +104,9 @@ class Metrics:
 
     def delivery(self, sink: str, result: str) -> None:
         self.deliveries.labels(sink, result).inc()
+        if result == "dead":
+            self.dead_letters.labels(sink).inc()
+            self._dead_sinks.add(sink)
 
     def event(self, event: str, state: str | None) -> None:
         self.events.labels(event, state or "").inc()

@@ -46,6 +46,10 @@ STATUS_EVERY_S: Final = 5.0
 # Retention runs this often (and once right after start); each run prunes in
 # small batches, so a large backlog after an upgrade costs no long lock.
 PRUNE_EVERY_S: Final = 600.0
+# How often the daemon looks for changes another process made to the store
+# (``deliveries --retry-dead``): one cheap PRAGMA, so a re-queued dead letter
+# is picked up within seconds.
+OUTSIDE_CHANGES_EVERY_S: Final = 2.0
 
 Command = Literal["stop", "reload", "done"]
 StoreFactory = Callable[[Path], Store]
@@ -69,9 +73,11 @@ class Service:
         client_factory: ClientFactory = new_client,
         sink_factory: SinkFactory = build_sink,
         prune_every_s: float = PRUNE_EVERY_S,
+        outside_every_s: float = OUTSIDE_CHANGES_EVERY_S,
     ) -> None:
         self.config = config
         self._prune_every_s = prune_every_s
+        self._outside_every_s = outside_every_s
         self.exit_when_done = exit_when_done
         self.notifier = notifier or Notifier(None)
         self.metrics = metrics or Metrics()
@@ -167,6 +173,7 @@ class Service:
         # start-up maps (100,000 stored rows) must not.
         counts = await self._resume()
         self._bind_metrics()
+        self.metrics.set_dead_letters(await self.store.dead_letters())
         log.info("service.started", **counts, state_path=str(config.state_path))
         for warning in config.warnings:
             log.warning("config.warning", reason=warning)
@@ -222,6 +229,7 @@ class Service:
                 self._start_task("watchdog", self.notifier.watchdog())
                 self._start_task("status", self._report_status())
                 self._start_task("retention", self._retention())
+                self._start_task("outside changes", self._outside_changes())
                 if self.exit_when_done:
                     self._start_task("done", self._done_watcher())
                 while True:
@@ -275,6 +283,22 @@ class Service:
                 self._commands.put_nowait("done")
                 return
             await asyncio.sleep(0)
+
+    async def _outside_changes(self) -> None:
+        """Pick up deliveries another process re-queued (``deliveries --retry-dead``)."""
+        await self.store.changed_elsewhere()  # the baseline
+        while True:
+            await asyncio.sleep(self._outside_every_s)
+            try:
+                if not await self.store.changed_elsewhere():
+                    continue
+                requeued = self.outbox.restore(await self.store.open_deliveries())
+                self.metrics.set_dead_letters(await self.store.dead_letters())
+            except StoreError as exc:
+                log.warning("store.read_failed", reason=str(exc))
+                continue
+            if requeued:
+                log.info("delivery.requeued", deliveries=requeued, by="another process")
 
     async def _retention(self) -> None:
         """Prune reported history past ``state.keep_reported`` (docs/contract.md, "Retention")."""

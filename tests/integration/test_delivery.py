@@ -8,6 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -18,6 +19,7 @@ from tests.integration.harness import (
     webhook_sink,
     write_config,
 )
+from tests.integration.test_observability import free_port, samples
 from tests.waiting import until
 from watcher.sim import Delivery, Simulator
 
@@ -192,3 +194,52 @@ async def test_second_sigterm_skips_the_drain_and_pending_deliveries_resume(
         assert resumed.events == []
         assert len(ok_deliveries(sim, "main")) == 3
         assert sim.requests_for(WS, "long") == long_requests
+
+
+async def test_a_running_daemon_picks_up_retried_dead_letters_and_shows_them_in_metrics(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    port = free_port()
+    async with (
+        Simulator(
+            api_key=API_KEY, scripts=scripts(1, "Completed"), hook_scripts={"strict": ["400"]}
+        ) as sim,
+        aiohttp.ClientSession() as http,
+    ):
+        config = write_config(
+            tmp_path / "config.toml",
+            sim,
+            ["ex-0"],
+            sinks=webhook_sink(sim, "strict", name="strict"),
+            extra=f'[server]\nlisten = "127.0.0.1:{port}"',
+        )
+        daemon = await start_daemon("run", "-c", str(config))
+        gauge = ("blink_watcher_dead_letters", (("sink", "strict"),))
+
+        async def dead_letters() -> float | None:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+                    return samples(await resp.text()).get(gauge)
+            except aiohttp.ClientConnectionError:
+                return None
+
+        async def dead_is(value: float) -> bool:
+            return await dead_letters() == value
+
+        await until(lambda: dead_is(1.0), what="the dead letter in /metrics")
+        sim.set_hook_script("strict", ["200"])
+
+        requeue = await (
+            await start_daemon("deliveries", "-c", str(config), "--retry-dead")
+        ).finish()
+
+        assert requeue.returncode == 0
+        assert "queued 1 dead letter(s) again" in requeue.stderr
+        # No reload, no restart: the running daemon notices the store changed.
+        await until(lambda: len(ok_deliveries(sim, "strict")) == 1, what="the redelivery")
+        await until(lambda: dead_is(0.0), what="the gauge back to 0")
+        again = await (await start_daemon("deliveries", "-c", str(config), "--retry-dead")).finish()
+        assert "no dead letters to retry" in again.stderr
+        daemon.signal(signal.SIGTERM)
+        run = await daemon.finish()
+        assert run.diag("delivery.requeued")[0]["deliveries"] == 1

@@ -69,11 +69,14 @@ def deliveries(config: Config, *, retry_dead: bool, as_json: bool) -> int:
                 return await store.retry_dead()
 
         count = asyncio.run(requeue())
-        print(
-            f"queued {count} dead letter(s) again; a running daemon picks them up on reload "
-            "(systemctl reload blink-watcher), otherwise at the next start",
-            file=sys.stderr,
-        )
+        if count:
+            print(
+                f"queued {count} dead letter(s) again; a running daemon picks them up within "
+                "a few seconds, a stopped one at its next start",
+                file=sys.stderr,
+            )
+        else:
+            print("no dead letters to retry", file=sys.stderr)
     db = open_readonly(config.state_path)
     try:
         items = query_deliveries(db, ("pending", "dead"))

@@ -109,6 +109,14 @@ class StateStore(Protocol):
         """Put every dead letter back in the queue; how many."""
         ...
 
+    async def dead_letters(self) -> dict[str, int]:
+        """Dead-lettered deliveries per sink."""
+        ...
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process changed the store since the last call."""
+        ...
+
     async def flush(self) -> None:
         """Wait until everything queued so far is durable."""
         ...

@@ -70,6 +70,7 @@ class SQLiteStore:
         self.healthy = True  # False while writes fail; /readyz reports it
         self.writes = 0  # committed write transactions, for the benchmark and metrics
         self.pruned = 0  # events pruned since open, for metrics
+        self._data_version: int | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -234,6 +235,30 @@ class SQLiteStore:
         # would read as pending, and a reload's restore() would send it again.
         await self.flush()
         return await self._run(lambda: query_deliveries(self._db(), (status,)))
+
+    async def dead_letters(self) -> dict[str, int]:
+        """Dead-lettered deliveries per sink (through the open-deliveries index)."""
+        db = self._db()
+        await self.flush()
+        rows = await self._run(
+            lambda: db.execute(
+                "SELECT sink, count(*) FROM deliveries WHERE status = 'dead' GROUP BY sink"
+            ).fetchall()
+        )
+        return {sink: count for sink, count in rows}
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether another process committed to the file since the last call.
+
+        ``PRAGMA data_version`` moves only for other connections' commits, so
+        this is how the daemon notices ``deliveries --retry-dead`` without a
+        signal and without re-reading its outbox on a timer.
+        """
+        db = self._db()
+        version = await self._run(lambda: db.execute("PRAGMA data_version").fetchone()[0])
+        changed = self._data_version is not None and version != self._data_version
+        self._data_version = version
+        return bool(changed)
 
     # --- writes ---------------------------------------------------------------------------
 
