@@ -68,3 +68,24 @@ def _read_pid(fd: int) -> int | None:
     except (OSError, UnicodeDecodeError):
         return None
     return int(text) if text.isdigit() else None
+
+
+def holder(state_path: Path) -> int | None:
+    """The PID of the daemon holding ``state_path``'s lock, or None when none runs.
+
+    For readers: probes with a shared, non-blocking lock and lets go at once.
+    """
+    path = state_path.with_name(state_path.name + ".lock")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _read_pid(fd) or 0
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -122,3 +122,36 @@ async def test_metrics_readiness_and_status_follow_the_run(
         run = await daemon.finish()
         assert run.returncode == 0
         run.assert_no_secrets()
+
+
+async def test_status_shows_every_watch_the_daemon_holds_even_without_an_answer(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    # With 10,000 IDs, a rejected key or a 404 so far, status used to show only
+    # the watches whose state was stored: "Watching 0" while /metrics said 10000.
+    scripts = [{"workspace_id": WS, "execution_id": "running", "steps": ["Running"]}]
+    async with Simulator(api_key=API_KEY, scripts=scripts) as sim:
+        config = write_config(
+            tmp_path / "config.toml",
+            sim,
+            ["running", "missing-so-far", *[f"never-{i}" for i in range(50)]],
+            poll={"interval": 3600, "max_interval": 3600, "not_found_grace": 1000},
+        )
+        daemon = await start_daemon("run", "-c", str(config))
+        await until(lambda: daemon.logged("service.started"), what="the daemon to start")
+        await until(lambda: sim.requests_for(WS, "missing-so-far") >= 1, what="a 404")
+
+        run = await (await start_daemon("status", "-c", str(config), "--json")).finish()
+        data = json.loads(run.stdout)
+        human = await (await start_daemon("status", "-c", str(config))).finish()
+
+        assert data["daemon_pid"] == daemon.pid
+        watching = {w["execution_id"]: w for w in data["watching"]}
+        assert len(watching) == 52
+        assert watching["missing-so-far"]["note"].startswith("no answer yet")
+        assert f"daemon: running (pid {daemon.pid})" in human.stdout
+        assert "Watching 52 execution(s)" in human.stdout
+        daemon.signal(signal.SIGTERM)
+        assert (await daemon.finish()).returncode == 0
+        after = await (await start_daemon("status", "-c", str(config))).finish()
+        assert "daemon: not running on this file" in after.stdout

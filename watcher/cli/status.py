@@ -15,8 +15,9 @@ from watcher.cli.deliveries import delivery_dict, delivery_table
 from watcher.cli.render import Column, table
 from watcher.config import Config
 from watcher.errors import EX_OK
+from watcher.lock import holder
 from watcher.models import rfc3339
-from watcher.store import open_readonly, query_deliveries, reported_total
+from watcher.store import open_readonly, query_deliveries, reported_total, unreported
 
 RECENT_EVENTS: Final = 20
 
@@ -34,8 +35,13 @@ _EVENT_COLUMNS: Final = (
 )
 
 
-def collect_status(db: sqlite3.Connection) -> dict[str, Any]:
-    """Everything ``status`` shows, as JSON-able data."""
+def collect_status(db: sqlite3.Connection, config: Config | None = None) -> dict[str, Any]:
+    """Everything ``status`` shows, as JSON-able data.
+
+    Every watch the daemon holds: those with a stored state, and the configured
+    ones the API has not answered yet (new, 404 so far, or the key rejected),
+    which the store does not hold because nothing about them has changed.
+    """
     watches = [
         {
             "workspace_id": r[0],
@@ -49,6 +55,19 @@ def collect_status(db: sqlite3.Connection) -> dict[str, Any]:
             "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
             "FROM watches ORDER BY first_seen_at, workspace_id, execution_id"
         )
+    ]
+    pending = unreported(db, config.executions) if config is not None else []
+    watches += [
+        {
+            "workspace_id": ws,
+            "execution_id": ex,
+            "state": None,
+            "polls": 0,
+            "watching_since": None,
+            "state_since": None,
+            "note": "no answer yet (new, 404 so far, or the API key is rejected)",
+        }
+        for ws, ex in pending
     ]
     events = [
         {
@@ -68,6 +87,7 @@ def collect_status(db: sqlite3.Connection) -> dict[str, Any]:
     counts = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
     total_events = reported_total(db)  # pruned events still count: they were reported
     return {
+        "daemon_pid": None if config is None else holder(config.state_path),
         "watching": watches,
         "events_total": total_events,
         "recent_events": events,
@@ -80,7 +100,7 @@ def status(config: Config, *, as_json: bool) -> int:
     """Print what the daemon watches and delivers; exit 0."""
     db = open_readonly(config.state_path)
     try:
-        data = collect_status(db)
+        data = collect_status(db, config)
         open_rows = query_deliveries(db, ("pending", "dead"))
     finally:
         db.close()
@@ -88,15 +108,23 @@ def status(config: Config, *, as_json: bool) -> int:
         print(json.dumps(data, indent=2))
         return EX_OK
     out = sys.stdout
-    out.write(f"state file: {config.state_path}\n\n")
-    out.write(f"Watching {len(data['watching'])} execution(s)\n")
+    out.write(f"state file: {config.state_path}\n")
+    pid = data["daemon_pid"]
+    out.write(
+        "daemon: not running on this file\n\n"
+        if pid is None
+        else f"daemon: running (pid {pid or 'unknown'})\n\n"
+    )
+    unanswered = sum(1 for w in data["watching"] if w.get("note"))
+    out.write(f"Watching {len(data['watching'])} execution(s)")
+    out.write(f", {unanswered} with no answer yet\n" if unanswered else "\n")
     if data["watching"]:
         rows = [
             [
                 f"{w['workspace_id']}/{w['execution_id']}",
-                w["state"] or "-",
+                w["state"] or ("no answer yet" if w.get("note") else "-"),
                 str(w["polls"]),
-                w["state_since"],
+                w["state_since"] or "-",
             ]
             for w in data["watching"]
         ]

@@ -5,7 +5,7 @@
 """
 
 from watcher.store.base import StateStore, WatchTuple
-from watcher.store.readonly import open_readonly, query_deliveries, reported_total
+from watcher.store.readonly import open_readonly, query_deliveries, reported_total, unreported
 from watcher.store.schema import SCHEMA_VERSION
 from watcher.store.sqlite import SQLiteStore
 
@@ -20,4 +20,5 @@ __all__ = [
     "open_readonly",
     "query_deliveries",
     "reported_total",
+    "unreported",
 ]

@@ -7,12 +7,12 @@ index, so a long history does not slow ``status`` down.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from watcher.errors import StoreError
-from watcher.models import DeliveryRow, DeliveryStatus
+from watcher.models import DeliveryRow, DeliveryStatus, ExecutionKey
 from watcher.store.schema import SCHEMA_VERSION, newer_error, version_of
 
 
@@ -71,3 +71,17 @@ def reported_total(db: sqlite3.Connection) -> int:
     # A count over the compact table's primary key: about 60 ms at 1,000,000 rows.
     total: int = db.execute("SELECT count(*) FROM reported").fetchone()[0]
     return total
+
+
+def unreported(db: sqlite3.Connection, keys: Iterable[ExecutionKey]) -> list[ExecutionKey]:
+    """Those of ``keys`` that are neither reported nor stored as a watch: no answer yet."""
+    found = []
+    for key in keys:
+        hit = db.execute(
+            "SELECT 1 FROM reported WHERE workspace_id = ? AND execution_id = ? "
+            "UNION ALL SELECT 1 FROM watches WHERE workspace_id = ? AND execution_id = ?",
+            (*key, *key),
+        ).fetchone()
+        if hit is None:
+            found.append(key)
+    return found
