@@ -68,6 +68,7 @@ import math
 import os
 import re
 import signal
+import ssl
 import sys
 import time
 import zlib
@@ -554,10 +555,12 @@ class Simulator:
         hook_scripts: Mapping[str, list[str]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._api_key = api_key.encode()
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context  # serve https (tests of certificates and tunnels)
         self._exact: dict[tuple[str, str], _Group] = {}
         self._bulk: dict[str, list[_Group]] = {}  # per workspace, newest first
         self._unknown_requests: dict[tuple[str, str], int] = {}
@@ -602,7 +605,7 @@ class Simulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -634,9 +637,10 @@ class Simulator:
 
     @property
     def origin(self) -> str:
-        """``http://HOST:PORT``."""
+        """``http://HOST:PORT`` (``https://`` when serving TLS)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:
