@@ -32,11 +32,15 @@ from watcher.http import (
     USER_AGENT,
     Uniform,
     backoff_delay,
+    connection_error_text,
     error_snippet,
     is_retryable_status,
     parse_retry_after,
+    proxy_refusal,
+    proxy_request_args,
 )
 from watcher.models import Execution, ExecutionKey, key_fields
+from watcher.proxy import proxy_for
 from watcher.redact import scrub, scrub_bytes
 
 log = structlog.get_logger("watcher.blink")
@@ -111,7 +115,7 @@ class BlinkClient:
         if config.api_key is None:
             raise ValueError("BlinkClient needs a resolved API key")
         self.config = config
-        self.limiter = limiter or RateLimiter(config.rate_limit_per_s)
+        self.limiter = limiter or RateLimiter(config.rate_limit_per_s, sleep=sleep)
         self._observer = observer
         self._on_retry = on_retry
         # Injectable so that backoff and Retry-After are tested without patching asyncio.
@@ -122,16 +126,24 @@ class BlinkClient:
         self._closed = False
         self._params = {"withApplyView": "true"} if config.with_apply_view else None
         self._timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
+        # Resolved once: the base URL and the environment are fixed for this client's life.
+        # Through a proxy an https request is a CONNECT tunnel: the proxy sees the host
+        # and port, and the API key header only inside TLS (tests/integration/test_network.py).
+        self.proxy = proxy_for(config.base_url)
+        self._proxy_args, self._proxy_headers = proxy_request_args(self.proxy, config.base_url)
+        self._key_header = {"BLINK-API-KEY": self._secret}
 
     async def __aenter__(self) -> Self:
         if self._closed:
             raise RuntimeError("BlinkClient is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
+                # Not the API key: aiohttp sends a session's default headers to the
+                # proxy too, in clear on the CONNECT (tests/integration/test_network.py).
                 headers={
-                    "BLINK-API-KEY": self._secret,
                     "accept": "application/json",
                     "user-agent": USER_AGENT,
+                    **self._proxy_headers,
                 },
                 connector=aiohttp.TCPConnector(
                     limit=self.config.max_concurrency, ttl_dns_cache=300
@@ -139,6 +151,8 @@ class BlinkClient:
                 timeout=self._timeout,
                 raise_for_status=False,
             )
+            if self.proxy is not None:
+                log.info("api.proxy", proxy=self.proxy.describe())
         return self
 
     async def __aexit__(
@@ -254,7 +268,11 @@ class BlinkClient:
         assert self._session is not None
         try:
             async with self._session.get(
-                self.url_for(key), params=self._params, allow_redirects=False
+                self.url_for(key),
+                params=self._params,
+                headers=self._key_header,
+                allow_redirects=False,
+                **self._proxy_args,
             ) as resp:
                 status = resp.status
                 body = await self._read_capped(resp)
@@ -263,11 +281,12 @@ class BlinkClient:
         except TransientApiError:
             raise
         except TimeoutError:
+            via = f" via the proxy {self.proxy.describe()}" if self.proxy else ""
             raise TransientApiError(
-                f"no answer within {self.config.request_timeout_s:g}s"
+                f"no answer within {self.config.request_timeout_s:g}s{via}"
             ) from None
         except aiohttp.ClientError as exc:
-            raise TransientApiError(self._scrub(f"{type(exc).__name__}: {exc}")) from None
+            raise TransientApiError(self._scrub(connection_error_text(exc, self.proxy))) from None
         if status == 200:
             return self._parse(body)
         self._raise_for(status, body, content_type, retry_after)
@@ -310,6 +329,8 @@ class BlinkClient:
         # otherwise leak its first characters.
         body = scrub_bytes(body, (self._secret,))
         reason = self._scrub(error_snippet(body, content_type) or "empty body")
+        if status == 407 and self.proxy is not None:  # only a proxy asks for its own login
+            raise TransientApiError(proxy_refusal(self.proxy, status, reason), status=status)
         if status in (401, 403):
             raise AuthError(
                 f"HTTP {status}: {reason} (check the API key and its access to the workspace)",

@@ -2,6 +2,7 @@
 
     WatcherError
     ├── ConfigError            bad configuration: exit 78, one line naming file and key
+    │   └── ProxyError         (proxy.py) an unusable HTTPS_PROXY/HTTP_PROXY value
     ├── StoreError             the state file cannot be opened, migrated or written
     ├── DeliveryError          a sink did not take an event (retryable or not)
     └── ApiError               a Blink API call did not give us an execution

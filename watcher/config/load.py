@@ -42,6 +42,7 @@ from watcher.config.table import (
 )
 from watcher.errors import ConfigError
 from watcher.models import ExecutionKey
+from watcher.proxy import check_environment
 
 T = TypeVar("T")
 
@@ -263,6 +264,9 @@ def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
                 check_whsec(t, "secret_file" if "secret_file" in t.data else "secret_env", secret)
                 sink = replace(sink, secret=secret)
         sinks.append(sink)
+    # With the secrets, as it reads the environment too: a bad proxy variable stops
+    # the start as a missing key does (a ConfigError), rather than going direct.
+    check_environment()
     blink = replace(config.blink, api_key=api_key, api_key_source=source)
     return replace(config, blink=blink, sinks=tuple(sinks), warnings=_warnings(config, sinks))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -29,9 +30,11 @@ class Simulator:
         hook_scripts: Mapping[str, list[str]] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self._host = host
         self._port = port
+        self._ssl_context = ssl_context  # serve https (tests of certificates and tunnels)
         self._api = BlinkApi(api_key=api_key)
         self._receiver = Receiver()
         self._runner: web.AppRunner | None = None
@@ -59,7 +62,7 @@ class Simulator:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = web.TCPSite(runner, self._host, self._port, ssl_context=self._ssl_context)
             await site.start()
         except BaseException:
             await runner.cleanup()
@@ -91,9 +94,10 @@ class Simulator:
 
     @property
     def origin(self) -> str:
-        """``http://HOST:PORT``."""
+        """``http://HOST:PORT`` (``https://`` when serving TLS)."""
         host = f"[{self._host}]" if ":" in self._host else self._host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self._ssl_context is not None else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def base_url(self) -> str:

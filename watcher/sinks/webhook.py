@@ -9,11 +9,23 @@ import time
 from urllib.parse import urlsplit
 
 import aiohttp
+import structlog
 
 from watcher.config import WebhookSinkConfig, url_origin
 from watcher.errors import DeliveryError
-from watcher.http import MAX_SNIPPET, USER_AGENT, is_retryable_status, parse_retry_after
+from watcher.http import (
+    MAX_SNIPPET,
+    USER_AGENT,
+    connection_error_text,
+    is_retryable_status,
+    parse_retry_after,
+    proxy_refusal,
+    proxy_request_args,
+)
+from watcher.proxy import proxy_for
 from watcher.redact import scrub
+
+log = structlog.get_logger("watcher.sinks.webhook")
 
 
 def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
@@ -48,6 +60,9 @@ class WebhookSink:
         self._session: aiohttp.ClientSession | None = None
         self._where = url_origin(config.url)
         self._url_secrets = url_secrets(config.url)
+        # Resolved once, like the Blink client's (watcher/proxy.py says why not trust_env).
+        self.proxy = proxy_for(config.url)
+        self._proxy_args, self._proxy_headers = proxy_request_args(self.proxy, config.url)
 
     @property
     def name(self) -> str:
@@ -59,6 +74,8 @@ class WebhookSink:
                 timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
                 connector=aiohttp.TCPConnector(limit=self.config.max_in_flight),
             )
+            if self.proxy is not None:
+                log.info("webhook.proxy", sink=self.name, proxy=self.proxy.describe())
         return self._session
 
     def headers(self, event_id: str, body: bytes, now_s: float | None = None) -> dict[str, str]:
@@ -87,8 +104,9 @@ class WebhookSink:
             async with self._client().post(
                 self.config.url,
                 data=body,
-                headers=self.headers(event_id, body),
+                headers=self.headers(event_id, body) | self._proxy_headers,
                 allow_redirects=False,
+                **self._proxy_args,
             ) as resp:
                 if 200 <= resp.status < 300:
                     return
@@ -98,14 +116,20 @@ class WebhookSink:
                 retry_after = parse_retry_after(resp.headers.get("retry-after"))
                 status = resp.status
         except TimeoutError:
+            via = f" via the proxy {self.proxy.describe()}" if self.proxy else ""
             raise DeliveryError(
-                f"no answer from {self._where} within {self.config.timeout_s:g}s", retryable=True
+                f"no answer from {self._where} within {self.config.timeout_s:g}s{via}",
+                retryable=True,
             ) from None
         except aiohttp.ClientError as exc:
             raise DeliveryError(
-                self._scrub(f"{type(exc).__name__}: {exc}"), retryable=True
+                self._scrub(connection_error_text(exc, self.proxy)), retryable=True
             ) from None
         snippet = self._scrub(head).strip()[:MAX_SNIPPET]
+        if status == 407 and self.proxy is not None:
+            # Our proxy's login, not the receiver's answer: worth retrying once it is fixed.
+            reason = proxy_refusal(self.proxy, status, snippet or "no detail")
+            raise DeliveryError(reason, retryable=True, retry_after_s=retry_after)
         reason = f"HTTP {status} from {self._where}" + (f": {snippet}" if snippet else "")
         retryable = is_retryable_status(status)
         raise DeliveryError(reason, retryable=retryable, retry_after_s=retry_after)
