@@ -301,7 +301,7 @@ def build_resume_state(b: Bench, watches: int, workspace: str, path: Path | None
     db = sqlite3.connect(path)
     try:
         with db:
-            db.executemany("INSERT INTO watches VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO watches VALUES (?, ?, ?, ?, ?, ?, ?, 'config')", rows)
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         db.close()

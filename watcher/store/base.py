@@ -85,6 +85,34 @@ class StateStore(Protocol):
         """Queue removal of a watch that is no longer configured."""
         ...
 
+    async def add_watches(
+        self,
+        rows: Sequence[WatchRow],
+        source: str,
+        *,
+        take_over: bool = False,
+        cursor: tuple[str, str] | None = None,
+    ) -> None:
+        """Store new watches from ``source`` ('api', 'discover:RULE'), durably.
+
+        In order with queued writes; an existing watch keeps its progress (and
+        its source unless ``take_over``); a reported execution is skipped;
+        ``cursor`` = (rule, value) is committed in the same transaction.
+        """
+        ...
+
+    async def watch_sources(self) -> dict[ExecutionKey, str]:
+        """The source of every watch in progress that the config did not list."""
+        ...
+
+    async def load_cursor(self, rule: str) -> str | None:
+        """A discovery rule's stored cursor, or None before its first page."""
+        ...
+
+    async def drop_cursor(self, rule: str) -> None:
+        """Forget a removed rule's cursor; the watches it found stay."""
+        ...
+
     async def record_event(
         self, record: EventRecord, sinks: Sequence[str], now: float | None = None
     ) -> None:

@@ -76,7 +76,20 @@ DROP INDEX events_execution;
 CREATE INDEX events_created ON events (created_at);
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (V1, V2)
+# Step 3: where each watch came from, and the discovery cursors.
+# source is 'config' (every watch before this step), 'api', or 'discover:RULE'.
+# Watches the config does not list are kept when their source is not 'config'.
+# A rule's cursor is written in the same transaction as the watches it found.
+V3: Final = """
+ALTER TABLE watches ADD COLUMN source TEXT NOT NULL DEFAULT 'config';
+CREATE TABLE cursors (
+    rule        TEXT PRIMARY KEY,
+    cursor      TEXT NOT NULL,   -- the rule's own encoding (e.g. a created_at bound)
+    updated_at  REAL NOT NULL
+) WITHOUT ROWID;
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (V1, V2, V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -300,6 +300,64 @@ class SQLiteStore:
         )
         await self._submit(op, wait=wait)
 
+    async def add_watches(
+        self,
+        rows: Sequence[WatchRow],
+        source: str,
+        *,
+        take_over: bool = False,
+        cursor: tuple[str, str] | None = None,
+    ) -> None:
+        """Store new watches from ``source`` ('api', 'discover:RULE'); returns once committed.
+
+        Queued in order with every other write: a ``forget_watch`` queued before
+        it is applied first. Call it before the scheduler saves the watch's
+        progress. A watch already stored keeps its progress (and, unless
+        ``take_over``, its source); an execution already reported is skipped.
+        ``cursor`` = (rule, value) commits a discovery rule's cursor in the same
+        transaction.
+        """
+        for row in rows:
+            if row.key in self._pending_watches and self._pending_watches[row.key] is None:
+                del self._pending_watches[row.key]  # adding again supersedes a queued forget
+        op = ("add", (tuple(rows), source, take_over, cursor, time.time()))
+        await self._submit(op, wait=True)
+
+    async def watch_sources(self) -> dict[ExecutionKey, str]:
+        """The source of every watch in progress that the config did not list."""
+        db = self._db()
+
+        def read() -> dict[ExecutionKey, str]:
+            rows = db.execute(
+                "SELECT workspace_id, execution_id, source FROM watches WHERE source != 'config'"
+            ).fetchall()
+            return {(r[0], r[1]): r[2] for r in rows}
+
+        await self.flush()
+        return await self._run(read)
+
+    async def load_cursor(self, rule: str) -> str | None:
+        """A discovery rule's stored cursor, or None before its first page."""
+        db = self._db()
+
+        def read() -> str | None:
+            row = db.execute("SELECT cursor FROM cursors WHERE rule = ?", (rule,)).fetchone()
+            return None if row is None else str(row[0])
+
+        await self.flush()
+        return await self._run(read)
+
+    async def drop_cursor(self, rule: str) -> None:
+        """Forget a removed rule's cursor (the watches it found stay)."""
+        db = self._db()
+
+        def write() -> None:
+            with transaction(db):
+                db.execute("DELETE FROM cursors WHERE rule = ?", (rule,))
+
+        await self.flush()
+        await self._run(write)
+
     async def retry_dead(self) -> int:
         """Put every dead letter back in the queue; returns how many."""
         db = self._db()

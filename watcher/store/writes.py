@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from watcher.models import EventRecord, ExecutionKey, WatchRow
 
-# ("event", (record, sinks, now)) or ("delivery", (status, attempts, next_attempt_at,
-# last_error, updated_at, event_id, sink)), in the order they were queued.
+# ("event", (record, sinks, now)), ("add", (rows, source, take_over, cursor, now)) or
+# ("delivery", (status, attempts, next_attempt_at, last_error, updated_at, event_id,
+# sink)), in the order they were queued.
 Op = tuple[str, Any]
 
 
@@ -45,7 +47,8 @@ def write_batch(
         ]
         if upserts:
             db.executemany(
-                "INSERT INTO watches VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
+                "changed_at, last_response) VALUES (?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (workspace_id, execution_id) DO UPDATE SET "
                 "state = excluded.state, polls = excluded.polls, "
                 "changed_at = excluded.changed_at, last_response = excluded.last_response",
@@ -59,6 +62,8 @@ def write_batch(
         for kind, args in ops:
             if kind == "event":
                 write_event(db, *args)
+            elif kind == "add":
+                add_watches(db, *args)
             else:
                 db.execute(
                     "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
@@ -94,3 +99,37 @@ def write_event(
             [(record.event_id, sink, now, now) for sink in sinks],
         )
     db.execute("DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", record.key)
+
+
+def add_watches(
+    db: sqlite3.Connection,
+    rows: Sequence[WatchRow],
+    source: str,
+    take_over: bool,
+    cursor: tuple[str, str] | None,
+    now: float,
+) -> None:
+    """New watches from ``source``, and optionally a discovery rule's cursor with them.
+
+    A watch already stored keeps its progress; with ``take_over`` it takes
+    ``source`` too. An execution already reported is not watched again.
+    """
+    conflict = "DO UPDATE SET source = excluded.source" if take_over else "DO NOTHING"
+    db.executemany(
+        "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
+        "changed_at, last_response, source) "
+        "SELECT ?, ?, ?, ?, ?, ?, NULL, ? WHERE NOT EXISTS (SELECT 1 FROM reported "
+        "WHERE workspace_id = ? AND execution_id = ?) "
+        f"ON CONFLICT (workspace_id, execution_id) {conflict}",
+        [
+            (*row.key, row.state, row.polls, row.first_seen_at, row.changed_at, source, *row.key)
+            for row in rows
+        ],
+    )
+    if cursor is not None:
+        db.execute(
+            "INSERT INTO cursors VALUES (?, ?, ?) "
+            "ON CONFLICT (rule) DO UPDATE SET cursor = excluded.cursor, "
+            "updated_at = excluded.updated_at",
+            (*cursor, now),
+        )
