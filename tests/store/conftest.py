@@ -7,7 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import pg_server, pg_url
 from watcher.store import Store
+
+# The real PostgreSQL server (tests/pg.py) for the PostgreSQL backend's tests.
+__all__ = ["pg_server", "pg_url"]
 
 
 @pytest.fixture
