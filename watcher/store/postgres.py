@@ -1,0 +1,403 @@
+"""The PostgreSQL state store: the StateStore interface over a shared database (psycopg 3 pool).
+
+Writes are queued and batched exactly like the SQLite store's: ``save_watch``
+only queues (a poll that changed nothing writes nothing), ``record_event``
+returns once its transaction committed, and a failing database keeps what
+was queued and retries with backoff while ``healthy`` is False.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+
+from watcher.errors import StoreError
+from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
+from watcher.store import pg_schema
+from watcher.store.base import StateStore, WatchTuple
+from watcher.store.pg_writes import Op, write_batch
+
+log = structlog.get_logger("watcher.store")
+
+_RETRY_MIN_S = 0.05
+_RETRY_MAX_S = 5.0
+_CLOSE_FLUSH_S = 10.0
+_LOOKUP_CHUNK = 1000
+
+
+def redacted(url: str) -> str:
+    """The URL without its password: what errors and logs may show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username}:***@{host}" if parts.username else host
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class PostgresStore:
+    """The shared state database. Use as an async context manager."""
+
+    def __init__(self, url: str, *, password: str | None = None, pool_size: int = 4) -> None:
+        self.url = url
+        self.where = redacted(url)
+        self._password = password
+        self._pool_size = pool_size
+        self._pool: Any = None
+        self._pending_watches: dict[ExecutionKey, WatchRow | None] = {}
+        self._pending_ops: list[tuple[Op, asyncio.Future[None] | None]] = []
+        self._flush_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.healthy = True
+        self.writes = 0
+        self.pruned = 0
+        self._outbox_mark: tuple[int, float] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._pool is not None:
+            return
+        import psycopg
+        from psycopg_pool import AsyncConnectionPool
+
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if self._password is not None:
+            kwargs["password"] = self._password
+        pool = AsyncConnectionPool(
+            self.url, min_size=1, max_size=self._pool_size, kwargs=kwargs, open=False
+        )
+        try:
+            await pool.open(wait=True, timeout=10.0)
+            async with pool.connection() as conn:
+                await pg_schema.migrate(conn, self.where)
+        except psycopg.Error as exc:
+            await pool.close()
+            raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
+        except Exception as exc:
+            await pool.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot reach state database {self.where}: {exc}") from None
+        self._pool = pool
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is None:
+            return
+        try:
+            await asyncio.wait_for(self.flush(), _CLOSE_FLUSH_S)
+        except (TimeoutError, StoreError):
+            log.error("store.unsaved_at_close", watches=len(self._pending_watches))
+            if self._flush_task is not None:
+                self._flush_task.cancel()
+        finally:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    def _db(self) -> Any:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return self._pool
+
+    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        try:
+            async with self._db().connection() as conn:
+                cur = await conn.execute(sql, params)
+                rows: list[tuple[Any, ...]] = await cur.fetchall()
+                return rows
+        except psycopg.Error as exc:
+            raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
+
+    # --- reads ----------------------------------------------------------------------------
+
+    async def load_watches(self) -> list[WatchRow]:
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
+            "FROM watches"
+        )
+        return [WatchRow((r[0], r[1]), r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def watch_batches(self, size: int = 5000) -> AsyncIterator[list[WatchTuple]]:
+        await self.flush()
+        after: ExecutionKey = ("", "")
+        while True:
+            rows = await self._fetch(
+                "SELECT workspace_id, execution_id, state, polls, first_seen_at FROM watches "
+                "WHERE (workspace_id, execution_id) > (%s, %s) "
+                "ORDER BY workspace_id, execution_id LIMIT %s",
+                (*after, size),
+            )
+            if not rows:
+                return
+            yield [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+            after = (rows[-1][0], rows[-1][1])
+
+    async def reported_keys(self, keys: Iterable[ExecutionKey]) -> set[ExecutionKey]:
+        wanted = list(keys)
+        found: set[ExecutionKey] = set()
+        for start in range(0, len(wanted), _LOOKUP_CHUNK):
+            chunk = wanted[start : start + _LOOKUP_CHUNK]
+            rows = await self._fetch(
+                "SELECT r.workspace_id, r.execution_id FROM reported r "
+                "JOIN unnest(%s::text[], %s::text[]) AS k (ws, ex) "
+                "ON r.workspace_id = k.ws AND r.execution_id = k.ex",
+                ([k[0] for k in chunk], [k[1] for k in chunk]),
+            )
+            found.update((r[0], r[1]) for r in rows)
+        return found
+
+    async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT last_response FROM watches WHERE workspace_id = %s AND execution_id = %s", key
+        )
+        if not rows or rows[0][0] is None:
+            return None
+        value = json.loads(rows[0][0])
+        return value if isinstance(value, dict) else None
+
+    async def open_deliveries(self, status: DeliveryStatus = "pending") -> list[DeliveryRow]:
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT d.event_id, d.sink, d.status, d.attempts, d.next_attempt_at, d.last_error, "
+            "d.updated_at, e.body, e.workspace_id, e.execution_id, e.event, e.created_at "
+            "FROM deliveries d JOIN events e USING (event_id) "
+            "WHERE d.status != 'delivered' AND d.status = %s "
+            "ORDER BY e.created_at, d.event_id, d.sink",
+            (status,),
+        )
+        return [
+            DeliveryRow(
+                r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), (r[8], r[9]), r[10], r[11]
+            )
+            for r in rows
+        ]
+
+    async def dead_letters(self) -> dict[str, int]:
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT sink, count(*) FROM deliveries WHERE status = 'dead' GROUP BY sink"
+        )
+        return {sink: count for sink, count in rows}
+
+    async def changed_elsewhere(self) -> bool:
+        """Whether the open outbox changed (e.g. ``deliveries --retry-dead`` elsewhere)."""
+        rows = await self._fetch(
+            "SELECT count(*), coalesce(max(updated_at), 0) FROM deliveries WHERE status = 'dead'"
+        )
+        mark = (int(rows[0][0]), float(rows[0][1]))
+        changed = self._outbox_mark is not None and mark != self._outbox_mark
+        self._outbox_mark = mark
+        return changed
+
+    async def watch_sources(self) -> dict[ExecutionKey, str]:
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT workspace_id, execution_id, source FROM watches WHERE source != 'config'"
+        )
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    async def load_cursor(self, rule: str) -> str | None:
+        await self.flush()
+        rows = await self._fetch("SELECT cursor FROM cursors WHERE rule = %s", (rule,))
+        return None if not rows else str(rows[0][0])
+
+    # --- writes ---------------------------------------------------------------------------
+
+    def save_watch(self, row: WatchRow) -> None:
+        self._pending_watches[row.key] = row
+        self._schedule_flush()
+
+    def forget_watch(self, key: ExecutionKey) -> None:
+        self._pending_watches[key] = None
+        self._schedule_flush()
+
+    async def record_event(
+        self, record: EventRecord, sinks: Sequence[str], now: float | None = None
+    ) -> None:
+        await self._submit(("event", (record, tuple(sinks), now or time.time())), wait=True)
+
+    async def update_delivery(
+        self,
+        event_id: str,
+        sink: str,
+        status: DeliveryStatus,
+        attempts: int,
+        next_attempt_at: float,
+        last_error: str | None,
+        *,
+        wait: bool = False,
+    ) -> None:
+        op = (
+            "delivery",
+            (status, attempts, next_attempt_at, last_error, time.time(), event_id, sink),
+        )
+        await self._submit(op, wait=wait)
+
+    async def add_watches(
+        self,
+        rows: Sequence[WatchRow],
+        source: str,
+        *,
+        take_over: bool = False,
+        cursor: tuple[str, str] | None = None,
+    ) -> None:
+        for row in rows:
+            if row.key in self._pending_watches and self._pending_watches[row.key] is None:
+                del self._pending_watches[row.key]
+        op = ("add", (tuple(rows), source, take_over, cursor, time.time()))
+        await self._submit(op, wait=True)
+
+    async def drop_cursor(self, rule: str) -> None:
+        await self.flush()
+        await self._fetch_none("DELETE FROM cursors WHERE rule = %s", (rule,))
+
+    async def retry_dead(self) -> int:
+        now = time.time()
+        return await self._fetch_none(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = %s, "
+            "updated_at = %s WHERE status = 'dead'",
+            (now, now),
+        )
+
+    async def prune(self, keep_s: float, *, now: float | None = None, batch: int = 500) -> int:
+        if keep_s <= 0 or batch < 1:
+            raise ValueError("keep_s must be > 0 and batch >= 1")
+        cutoff = (time.time() if now is None else now) - keep_s
+        pruned = 0
+        while True:
+            gone = await self._fetch(
+                "WITH old AS (SELECT e.event_id FROM events e WHERE e.created_at < %s "
+                "AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.event_id "
+                "AND d.status != 'delivered') ORDER BY e.created_at LIMIT %s "
+                "FOR UPDATE SKIP LOCKED), "
+                "dd AS (DELETE FROM deliveries WHERE event_id IN (SELECT event_id FROM old)) "
+                "DELETE FROM events WHERE event_id IN (SELECT event_id FROM old) "
+                "RETURNING event_id",
+                (cutoff, batch),
+            )
+            if not gone:
+                break
+            self.writes += 1
+            self.pruned += len(gone)
+            pruned += len(gone)
+            await asyncio.sleep(0)
+        if pruned:
+            log.info("store.pruned", events=pruned, keep_reported_s=keep_s)
+        return pruned
+
+    async def _fetch_none(self, sql: str, params: Sequence[Any]) -> int:
+        import psycopg
+
+        try:
+            async with self._db().connection() as conn:
+                cur = await conn.execute(sql, params)
+                count: int = cur.rowcount
+        except psycopg.Error as exc:
+            raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
+        self.writes += 1
+        return count
+
+    # --- the write queue ------------------------------------------------------------------
+
+    async def _submit(self, op: Op, *, wait: bool) -> None:
+        fut: asyncio.Future[None] | None = None
+        if wait:
+            fut = asyncio.get_running_loop().create_future()
+        self._pending_ops.append((op, fut))
+        self._schedule_flush()
+        if fut is not None:
+            await fut
+
+    def _schedule_flush(self) -> None:
+        if self._flush_task is None or self._flush_task.done():
+            self._db()
+            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def flush(self) -> None:
+        while self._flush_task is not None and not self._flush_task.done():
+            await asyncio.shield(self._flush_task)
+        if (self._pending_watches or self._pending_ops) and not await self._flush_once():
+            raise StoreError(f"state database {self.where}: writes are failing")
+
+    async def _flush_loop(self) -> None:
+        delay_s = _RETRY_MIN_S
+        while self._pending_watches or self._pending_ops:
+            if await self._flush_once():
+                delay_s = _RETRY_MIN_S
+                continue
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, _RETRY_MAX_S)
+
+    async def _flush_once(self) -> bool:
+        import psycopg
+
+        watches, self._pending_watches = self._pending_watches, {}
+        ops, self._pending_ops = self._pending_ops, []
+        try:
+            async with self._db().connection() as conn, conn.transaction():
+                await write_batch(conn, watches, [op for op, _ in ops])
+        except (psycopg.Error, OSError) as exc:
+            err = StoreError(f"state database {self.where}: {_reason(exc)}")
+            if self.healthy:
+                log.error("store.write_failed", reason=str(err), action="retrying")
+            self.healthy = False
+            for key, row in watches.items():
+                self._pending_watches.setdefault(key, row)
+            kept = []
+            for op, fut in ops:
+                if fut is None:
+                    kept.append((op, fut))
+                elif not fut.done():
+                    fut.set_exception(err)
+            self._pending_ops[:0] = kept
+            return False
+        self.writes += 1
+        if not self.healthy:
+            log.info("store.write_recovered")
+        self.healthy = True
+        for _, fut in ops:
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+        return True
+
+
+def _reason(exc: BaseException) -> str:
+    """The first line of a driver error (never the connection string)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+if TYPE_CHECKING:
+
+    def _meets_the_protocol(store: PostgresStore) -> StateStore:
+        return store
