@@ -36,6 +36,10 @@ class StoreError(WatcherError):
     """The state store cannot be used."""
 
 
+class NewerSchemaError(StoreError):
+    """The shared database was upgraded by a newer release: restarting cannot help (exit 78)."""
+
+
 class ApiError(WatcherError):
     """A poll of the Blink API did not produce an execution object."""
 

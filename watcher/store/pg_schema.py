@@ -18,7 +18,7 @@ from typing import Any, Final
 
 import structlog
 
-from watcher.errors import StoreError
+from watcher.errors import NewerSchemaError
 
 log = structlog.get_logger("watcher.store")
 
@@ -95,8 +95,8 @@ MIGRATIONS: Final[tuple[str, ...]] = (V1,)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 
-def newer_error(where: str, version: int) -> StoreError:
-    return StoreError(
+def newer_error(where: str, version: int) -> NewerSchemaError:
+    return NewerSchemaError(
         f"state database {where} has schema version {version}, newer than this "
         f"blink-watcher understands ({SCHEMA_VERSION}); upgrade blink-watcher"
     )

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
+from watcher.config.shared import SharedState
 from watcher.errors import StoreError
 from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
 from watcher.store import pg_schema
@@ -389,6 +390,12 @@ class PostgresStore:
             if fut is not None and not fut.done():
                 fut.set_result(None)
         return True
+
+
+def open_shared(shared: SharedState) -> PostgresStore:
+    """The store for ``[state] url`` (not yet open)."""
+    password = None if shared.password is None else shared.password.reveal()
+    return PostgresStore(shared.url, password=password)
 
 
 def _reason(exc: BaseException) -> str:
