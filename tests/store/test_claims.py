@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
-from tests.store.rows import watch
+from tests.store.rows import event, watch
+from watcher.errors import LeaseLostError
 from watcher.store.claims import Claims
 from watcher.store.pg_schema import migrate
+from watcher.store.postgres import PostgresStore
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -84,3 +86,18 @@ async def test_renewal_keeps_claims_and_release_gives_them_back(conns: list[Any]
     assert len(await b.claim(conns[1], 30)) == 25  # a's five are still a's
     assert await a.release(conns[0]) == 5
     assert len(await b.claim(conns[1], 30)) == 5  # at once, not after a lease
+
+
+async def test_a_store_that_lost_its_lease_commits_no_event(pg_url: str, conns: list[Any]) -> None:
+    frozen, live = Claims(lease_s=30), Claims(lease_s=30)
+    async with PostgresStore(pg_url, claims=frozen) as a, PostgresStore(pg_url, claims=live) as b:
+        async with a._db().connection() as conn:
+            await frozen.claim(conn, 30)
+        await conns[2].execute(EXPIRE, (frozen.me,))  # frozen past its lease
+        async with b._db().connection() as conn:
+            await live.claim(conn, 30)
+        with pytest.raises(LeaseLostError):
+            await a.record_event(event(("ws", "ex-0"), "evt_stale"), ["hook"])
+        assert ("ws", "ex-0") not in frozen.held
+        await b.record_event(event(("ws", "ex-0"), "evt_live"), ["hook"])
+        assert [d.event_id for d in await b.open_deliveries()] == ["evt_live"]

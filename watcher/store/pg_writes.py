@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from watcher.models import EventRecord, ExecutionKey, WatchRow
+from watcher.store.claims import Claims
 
 # ("event", (record, sinks, now)), ("add", (rows, source, take_over, cursor, now)) or
 # ("delivery", (status, attempts, next_attempt_at, last_error, updated_at, event_id, sink)).
@@ -27,9 +28,18 @@ UPSERT_WATCH = (
 
 
 async def write_batch(
-    conn: Any, watches: dict[ExecutionKey, WatchRow | None], ops: list[Op]
-) -> None:
-    """Everything queued since the last batch, in the caller's transaction."""
+    conn: Any,
+    watches: dict[ExecutionKey, WatchRow | None],
+    ops: list[Op],
+    claims: Claims | None = None,
+) -> set[int]:
+    """Everything queued since the last batch, in the caller's transaction.
+
+    With ``claims`` (a replica sharing the database), an event commits only
+    under a lease this replica still holds; the indexes of the ops refused so
+    are returned (fencing: a replica that lost its lease commits nothing).
+    """
+    refused: set[int] = set()
     upserts = [
         (
             *row.key,
@@ -50,8 +60,11 @@ async def write_batch(
             await cur.executemany(
                 "DELETE FROM watches WHERE workspace_id = %s AND execution_id = %s", removals
             )
-        for kind, args in ops:
+        for index, (kind, args) in enumerate(ops):
             if kind == "event":
+                if claims is not None and not await claims.still_held(cur, args[0].key):
+                    refused.add(index)
+                    continue
                 await write_event(cur, *args)
             elif kind == "add":
                 await add_watches(cur, *args)
@@ -61,6 +74,7 @@ async def write_batch(
                     "last_error = %s, updated_at = %s WHERE event_id = %s AND sink = %s",
                     args,
                 )
+    return refused
 
 
 async def write_event(cur: Any, record: EventRecord, sinks: tuple[str, ...], now: float) -> None:

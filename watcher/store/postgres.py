@@ -19,10 +19,11 @@ from urllib.parse import urlsplit, urlunsplit
 import structlog
 
 from watcher.config.shared import SharedState
-from watcher.errors import StoreError
+from watcher.errors import LeaseLostError, StoreError
 from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
 from watcher.store import pg_schema
 from watcher.store.base import StateStore, WatchTuple
+from watcher.store.claims import Claims
 from watcher.store.pg_writes import Op, write_batch
 
 log = structlog.get_logger("watcher.store")
@@ -48,8 +49,16 @@ def redacted(url: str) -> str:
 class PostgresStore:
     """The shared state database. Use as an async context manager."""
 
-    def __init__(self, url: str, *, password: str | None = None, pool_size: int = 4) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        password: str | None = None,
+        pool_size: int = 4,
+        claims: Claims | None = None,
+    ) -> None:
         self.url = url
+        self.claims = claims  # set when replicas share the database: commits are fenced
         self.where = redacted(url)
         self._password = password
         self._pool_size = pool_size
@@ -366,7 +375,7 @@ class PostgresStore:
         ops, self._pending_ops = self._pending_ops, []
         try:
             async with self._db().connection() as conn, conn.transaction():
-                await write_batch(conn, watches, [op for op, _ in ops])
+                refused = await write_batch(conn, watches, [op for op, _ in ops], self.claims)
         except (psycopg.Error, OSError) as exc:
             err = StoreError(f"state database {self.where}: {_reason(exc)}")
             if self.healthy:
@@ -386,8 +395,15 @@ class PostgresStore:
         if not self.healthy:
             log.info("store.write_recovered")
         self.healthy = True
-        for _, fut in ops:
-            if fut is not None and not fut.done():
+        for index, (op, fut) in enumerate(ops):
+            if index in refused:
+                key = op[1][0].key
+                if self.claims is not None:
+                    self.claims.held.pop(key, None)
+                log.warning("store.lease_lost", workspace_id=key[0], execution_id=key[1])
+                if fut is not None and not fut.done():
+                    fut.set_exception(LeaseLostError(f"lease on {key[0]}/{key[1]} was lost"))
+            elif fut is not None and not fut.done():
                 fut.set_result(None)
         return True
 
