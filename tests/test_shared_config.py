@@ -54,7 +54,6 @@ def test_sqlite_has_no_shared_state(tmp_path: Path) -> None:
         ('url = "postgresql://bw:pw@db/x"\n', "state.url", "password"),
         ('url = "mysql://db/x"\n', "state.url", "postgresql://"),
         ('url = "postgresql://db"\n', "state.url", "DATABASE"),
-        (URL + 'path = "x.db"\n', "state.url", "not both"),
         (URL + "lease = 0.5\n", "state.lease", "1 second"),
         (URL + "lease = 3\nrenew = 2\n", "state.renew", "half"),
         ("lease = 3\n", "state.lease", "state.url"),

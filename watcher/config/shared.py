@@ -33,8 +33,6 @@ def parse_shared(t: Table, config_dir: Path, resolve: bool) -> SharedState | Non
             if key in t.data:
                 raise t.error(key, "applies only with state.url (a PostgreSQL database)")
         return None
-    if "path" in t.data:
-        raise t.error("url", "set either state.path (SQLite) or state.url (PostgreSQL), not both")
     try:
         parts = urlsplit(url)
         has_password = parts.password is not None
