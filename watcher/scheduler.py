@@ -42,6 +42,7 @@ class Fetcher(Protocol):
 
 class WatchStore(Protocol):
     def save_watch(self, row: WatchRow) -> None: ...
+    async def room(self) -> None: ...  # backpressure: wait while the write backlog is full
     def forget_watch(self, key: ExecutionKey) -> None: ...
     async def last_response(self, key: ExecutionKey) -> dict[str, object] | None: ...
 
@@ -239,6 +240,9 @@ class Scheduler:
             )
             if state is not None and state.casefold() not in KNOWN_ACTIVE_STATES:
                 self._note_unknown(watch, state)
+            # While the writer is behind, this poll waits for it: a slow disk slows
+            # the polling down instead of growing the queued writes without bound.
+            await self._store.room()
         elif self.poll.interval_s * self.poll.backoff**watch.level < self.poll.max_interval_s:
             watch.level += 1
         if now >= watch.first_seen_at + self.poll.max_watch_s:
