@@ -9,17 +9,18 @@ jitter, Retry-After honoured); callers see an ``Execution`` or one final error.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 from urllib.parse import quote
 
 import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from yarl import URL
 
 from watcher.config import BlinkConfig
 from watcher.errors import (
@@ -28,6 +29,7 @@ from watcher.errors import (
     PermanentApiError,
     TransientApiError,
 )
+from watcher.fastjson import loads
 from watcher.http import (
     USER_AGENT,
     Uniform,
@@ -44,6 +46,14 @@ from watcher.proxy import proxy_for
 from watcher.redact import scrub, scrub_bytes
 
 log = structlog.get_logger("watcher.blink")
+
+# What quote(..., safe="") leaves as it is: IDs made only of these need no quoting.
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quote(part: str) -> str:
+    return part if _UNRESERVED.fullmatch(part) else quote(part, safe="")
+
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -70,7 +80,7 @@ class RateLimiter:
         self.configured_rate = rate_per_s
         self.rate = rate_per_s
         self._clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
         self._next_slot = 0.0
 
     def delay(self) -> float:
@@ -86,7 +96,7 @@ class RateLimiter:
     async def acquire(self) -> None:
         wait = self.delay()
         if wait > 0:
-            await self._sleep(wait)
+            await self.sleep(wait)
 
     def slow_down(self, retry_after_s: float | None) -> None:
         if self.configured_rate > 0:
@@ -124,7 +134,7 @@ class BlinkClient:
         self._secret = config.api_key.reveal()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._params = {"withApplyView": "true"} if config.with_apply_view else None
+        self._query = "?withApplyView=true" if config.with_apply_view else ""
         self._timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
         # Resolved once: the base URL and the environment are fixed for this client's life.
         # Through a proxy an https request is a CONNECT tunnel: the proxy sees the host
@@ -172,8 +182,7 @@ class BlinkClient:
 
     def url_for(self, key: ExecutionKey) -> str:
         ws, ex = key
-        base = self.config.base_url
-        return f"{base}/workspace/{quote(ws, safe='')}/executions/{quote(ex, safe='')}"
+        return f"{self.config.base_url}/workspace/{_quote(ws)}/executions/{_quote(ex)}"
 
     async def get_execution(self, key: ExecutionKey) -> Execution:
         """The execution, after up to ``retry_attempts`` tries on transient failures.
@@ -242,7 +251,9 @@ class BlinkClient:
         """One request, no retries: an ``Execution`` or an ``ApiError``."""
         if self._session is None:
             raise RuntimeError("BlinkClient is not open (use 'async with')")
-        await self.limiter.acquire()
+        wait = self.limiter.delay()  # acquire() inlined: no coroutine when there is no wait
+        if wait > 0:
+            await self.limiter.sleep(wait)
         started = time.monotonic()
         outcome = "transient"
         try:
@@ -267,17 +278,16 @@ class BlinkClient:
     async def _request(self, key: ExecutionKey) -> Execution:
         assert self._session is not None
         try:
+            # Quoted already: encoded=True spares yarl parsing and re-quoting it per poll.
+            url = URL(self.url_for(key) + self._query, encoded=True)
             async with self._session.get(
-                self.url_for(key),
-                params=self._params,
-                headers=self._key_header,
-                allow_redirects=False,
-                **self._proxy_args,
+                url, headers=self._key_header, allow_redirects=False, **self._proxy_args
             ) as resp:
                 status = resp.status
                 body = await self._read_capped(resp)
-                content_type = resp.headers.get("content-type", "").lower()
-                retry_after = resp.headers.get("retry-after")
+                if status != 200:
+                    content_type = resp.headers.get("content-type", "").lower()
+                    retry_after = resp.headers.get("retry-after")
         except TransientApiError:
             raise
         except TimeoutError:
@@ -312,7 +322,7 @@ class BlinkClient:
 
     def _parse(self, body: bytes) -> Execution:
         try:
-            obj: Any = json.loads(body)
+            obj: Any = loads(body)
         except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; deep nesting
             kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON"
             raise TransientApiError(f"200 response body is {kind}", status=200) from None

@@ -20,6 +20,7 @@ from typing import Final, TypeAlias
 
 import structlog
 
+from watcher import memtrim
 from watcher.errors import StoreError
 from watcher.models import ExecutionKey, WatchRow
 from watcher.store.writes import Op, PendingWatch
@@ -72,6 +73,7 @@ class WriteQueue:
         self._waiters: list[asyncio.Future[None]] = []
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._overflowed = False  # savers were held back since the backlog last drained
 
     def backlog(self) -> int:
         """Writes not yet committed: queued, and in the batch being written."""
@@ -97,6 +99,7 @@ class WriteQueue:
     async def room(self) -> None:
         """Wait while the backlog is over the limit (at once when it is not)."""
         while not self._closed and self.backlog() > self.limit:
+            self._overflowed = True
             fut = asyncio.get_running_loop().create_future()
             self._waiters.append(fut)
             await fut
@@ -140,6 +143,11 @@ class WriteQueue:
             # kept and written once it can be: a full disk must not lose state.
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, _RETRY_MAX_S)
+        if self._overflowed:
+            # A burst (say a full-speed first round) has drained: the batches'
+            # memory is free, and goes back to the system rather than stay in RSS.
+            self._overflowed = False
+            memtrim.trim()
 
     async def _once(self) -> bool:
         """Write one batch; False when it failed (unawaited writes stay queued)."""
