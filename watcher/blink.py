@@ -141,19 +141,23 @@ class BlinkClient:
         # and port, and the API key header only inside TLS (tests/integration/test_network.py).
         self.proxy = proxy_for(config.base_url)
         self._proxy_args, self._proxy_headers = proxy_request_args(self.proxy, config.base_url)
-        self._key_header = {"BLINK-API-KEY": self._secret}
+        # Per request only through a proxy: aiohttp sends a session's default headers
+        # to the proxy too, in clear on the CONNECT (tests/integration/test_network.py).
+        # Without one, a session default spares merging a header dict on every poll.
+        key_header = {"BLINK-API-KEY": self._secret}
+        self._key_header = key_header if self.proxy is not None else None
+        self._session_key_header = key_header if self.proxy is None else {}
 
     async def __aenter__(self) -> Self:
         if self._closed:
             raise RuntimeError("BlinkClient is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                # Not the API key: aiohttp sends a session's default headers to the
-                # proxy too, in clear on the CONNECT (tests/integration/test_network.py).
                 headers={
                     "accept": "application/json",
                     "user-agent": USER_AGENT,
                     **self._proxy_headers,
+                    **self._session_key_header,
                 },
                 connector=aiohttp.TCPConnector(
                     limit=self.config.max_concurrency, ttl_dns_cache=300

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, TypeAlias
 
@@ -134,6 +135,7 @@ class Execution:
         return {k: v for k, v in record.items() if v not in (None, {})}
 
 
+@lru_cache(maxsize=1024)  # asked several times per event (store, outbox, sinks)
 def event_id_for(key: ExecutionKey, event: EventType) -> str:
     """Stable for (workspace, execution, event): identical across retries and restarts."""
     digest = hashlib.sha256(f"{key[0]}\x00{key[1]}\x00{event}".encode()).hexdigest()
