@@ -288,7 +288,11 @@ class BlinkClient:
                 url, headers=self._key_header, allow_redirects=False, **self._proxy_args
             ) as resp:
                 status = resp.status
-                body = await self._read_capped(resp)
+                length = resp.content_length
+                if length is not None and length <= self.config.max_response_bytes:
+                    body = await resp.read()  # the usual case, without another coroutine
+                else:
+                    body = await self._read_capped(resp)
                 if status != 200:
                     content_type = resp.headers.get("content-type", "").lower()
                     retry_after = resp.headers.get("retry-after")

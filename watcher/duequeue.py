@@ -150,6 +150,19 @@ class DueQueue(Generic[T]):
     def peek_due(self) -> float | None:
         return self._front_due()
 
+    def take_due(self, now: float) -> tuple[bool, T | None]:
+        """(True, the earliest item) if it is due at loop time ``now``, else (False, None).
+
+        ``pop()`` without a coroutine, for a consumer that finds work waiting.
+        """
+        due = self._front_due()
+        if due is None or due > now:
+            return False, None
+        item = self._take()
+        if self._len and self._idle:
+            self._kick()
+        return True, item
+
     def items(self) -> list[T]:
         """Every queued item, due or not, left in the queue (for inspection)."""
         out: list[T] = []
@@ -237,9 +250,13 @@ async def work_off(
     pool never loses one. A fixed pool of workers is cheaper than a task each.
     """
 
+    loop = asyncio.get_running_loop()
+
     async def worker() -> NoReturn:
         while True:
-            await handle(await queue.pop())
+            # The common case under load, an item already due, costs no coroutine.
+            found, item = queue.take_due(loop.time())
+            await handle(item if found else await queue.pop())  # type: ignore[arg-type]
 
     async with asyncio.TaskGroup() as tg:
         for _ in range(concurrency):
