@@ -299,9 +299,9 @@ def run(args: argparse.Namespace) -> int:
                 kind
                 for kind, wanted in (
                     ("cpu", r < cpu_reps and "cpu" not in skip),
-                    # The first rounds' resume also measures RSS after the restart.
+                    # The first round's resume also measures RSS after the restart.
                     (
-                        "resume+rss" if r < memory_reps and "memory" not in skip else "resume",
+                        "resume+rss" if r == 0 and "memory" not in skip else "resume",
                         r < reps and "resume" not in skip,
                     ),
                     ("latency", r < reps and "latency" not in skip),
