@@ -236,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     reps = args.reps or (1 if args.quick else 3)
     # The CPU runs are cheap next to the rest and the figure the CPU ratio
     # hangs on: --cpu-reps gives them extra rounds against a noisy machine.
-    cpu_reps = max(reps, args.cpu_reps or reps)
+    cpu_reps = max(reps, args.cpu_reps or (reps if args.quick else 5))
     memory_reps = args.memory_reps or (1 if args.quick else 3)
     skip = set(args.skip)
     if args.only:
@@ -631,8 +631,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one round (smoke)")
     parser.add_argument("--reps", type=int, help="interleaved rounds (default 3; quick 1)")
-    parser.add_argument("--cpu-reps", type=int, help="rounds of the CPU runs (default: --reps)")
-    parser.add_argument("--memory-reps", type=int, help="rounds that measure memory (default 1)")
+    parser.add_argument("--cpu-reps", type=int, help="rounds of the CPU runs (default 5)")
+    parser.add_argument("--memory-reps", type=int, help="rounds that measure memory (default 3)")
     parser.add_argument(
         "--skip",
         action="append",
