@@ -293,6 +293,14 @@ def test_the_readme_works_as_written_from_install_to_uninstall(
     # Nothing reported twice across restarts and the upgrade.
     assert sorted(op.finished()) == sorted([FIRST, ADDED, HOOKED])
 
+    # Where the README says systemd keeps the state and logs (DynamicUser=yes).
+    for var, private in (
+        (ns.var_lib, "private/blink-watcher"),
+        (ns.var_log, "private/blink-watcher"),
+    ):
+        assert (var / "blink-watcher").is_symlink()
+        assert (var / "blink-watcher").resolve() == var / private
+
     # Uninstall: nothing of it is left.
     op.step("Uninstall", 0)
     assert op.unit("LoadState")["LoadState"] == "not-found"
