@@ -38,6 +38,8 @@ def register_secrets(config: Config) -> None:
     """Teach the scrubber every secret this config holds, before anything can log them."""
     if config.blink.api_key is not None:
         register_secret(config.blink.api_key.reveal())
+    if config.server is not None and config.server.api_token is not None:
+        register_secret(config.server.api_token.reveal())
     for sink in config.sinks:
         if isinstance(sink, WebhookSinkConfig):
             if sink.secret is not None:

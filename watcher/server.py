@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from watcher.api import auth_middleware
 from watcher.config import ServerConfig
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def build_app(service: Service) -> web.Application:
             content_type="application/json",
         )
 
-    app = web.Application()
+    app = web.Application(middlewares=[auth_middleware(service)])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
