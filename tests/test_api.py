@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from watcher.components import register_secrets
 from watcher.config import Config, ServerConfig, effective_config_toml, load_config
 from watcher.config.model import Secret
+from watcher.metrics import Metrics
 from watcher.redact import scrub
 from watcher.server import build_app
 
@@ -26,6 +27,7 @@ class FakeService:
 
     config: Any
     started_at: float = field(default_factory=time.time)
+    metrics: Metrics = field(default_factory=Metrics)
 
     def readiness(self) -> tuple[bool, str]:
         return True, "ok"

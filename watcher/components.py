@@ -117,7 +117,8 @@ async def plan_reload(
         sinks.append(sink)
     wanted = dict.fromkeys(new.executions)
     watched = list(watched)
-    removed = [k for k in watched if k not in wanted]
+    handed_over = await store.watch_sources()  # not the config's to drop (the watch API)
+    removed = [k for k in watched if k not in wanted and k not in handed_over]
     held = set(watched)
     candidates = [k for k in wanted if k not in held]
     reported = await store.reported_keys(candidates)
