@@ -91,6 +91,13 @@ class Metrics:
         self._event_children: dict[tuple[str, str], Any] = {}
         self._delivery_children: dict[tuple[str, str], Any] = {}
 
+        self.watch_api_requests = Counter(
+            "blink_watcher_watch_api_requests",
+            "Requests to the daemon's own watch API (/v1), by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
+
     def set_dead_letters(self, counts: dict[str, int]) -> None:
         """Set the gauge from the store's counts; a sink with none shows 0."""
         for sink in self._dead_sinks - counts.keys():  # sinks that had some before
@@ -98,6 +105,9 @@ class Metrics:
         for sink, count in counts.items():
             self.dead_letters.labels(sink).set(count)
         self._dead_sinks |= counts.keys()
+
+    def watch_api_request(self, route: str, status: int) -> None:
+        self.watch_api_requests.labels(route, str(status)).inc()
 
     def reload(self, result: str) -> None:
         self.reloads.labels(result).inc()

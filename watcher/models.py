@@ -217,6 +217,16 @@ class WatchRow:
 
 
 @dataclass(frozen=True, slots=True)
+class Reported:
+    """How an execution was reported: its one ending event (kept after retention)."""
+
+    event_id: str
+    event: str
+    state: str | None
+    reported_at: float  # unix seconds the event was produced
+
+
+@dataclass(frozen=True, slots=True)
 class DeliveryRow:
     """One event's delivery to one sink, as stored in the outbox."""
 

@@ -304,9 +304,10 @@ class Scheduler:
                 **key_fields(watch.key),
                 status=exc.status,
                 reason=str(exc),
-                action="fix the API key, then reload if blink.api_key_file names a plain file, "
-                "or restart if the key comes from the environment or a systemd credential "
-                "(both are read only at start); polling continues at poll.max_interval",
+                action="replace the API key, then restart (systemctl restart blink-watcher): "
+                "systemd copies credentials and the environment is read only at start; "
+                "a reload will do only for a blink.api_key_file read directly, outside "
+                "systemd's credentials; polling continues at poll.max_interval",
             )
         return self.poll.max_interval_s
 

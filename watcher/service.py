@@ -199,9 +199,14 @@ class Service:
         already_finished = len(executions) - len(todo)
         del reported
         resumed = 0
+        # Watches handed over at run time (the watch API) are kept though the
+        # config does not list them.
+        handed_over = await self.store.watch_sources()
         async for rows in self.store.watch_batches():
             for ws, ex, state, polls, first_seen_at in rows:
                 key = todo.pop((ws, ex), None)
+                if key is None and (ws, ex) in handed_over:
+                    key = (ws, ex)
                 if key is None:  # left the config while the daemon was down
                     self.store.forget_watch((ws, ex))
                     continue

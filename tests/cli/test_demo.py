@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import sys
+from pathlib import Path
 
-from watcher.cli.demo import demo
+import pytest
+
+from watcher.cli.demo import _self_command, demo
 
 
 def test_demo_reports_every_execution_and_exits_0() -> None:
@@ -20,3 +24,21 @@ def test_demo_reports_every_execution_and_exits_0() -> None:
     assert "webhook siem    3 signed deliveries" in text
     # Not a TTY: progress is one line per change, never cursor movement.
     assert "\x1b[" not in text
+    # The one lower-case state is explained, not left as a puzzle.
+    assert "answered 'completed' in lower case" in text
+    assert "counts as Completed" in text
+
+
+def test_hints_name_a_command_that_works_from_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    program = tmp_path / ".venv" / "bin" / "blink-watcher"
+    program.parent.mkdir(parents=True)
+    program.write_text("#!/bin/sh\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(program), "demo"])
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert _self_command() == ".venv/bin/blink-watcher"  # not on PATH: as after `make demo`
+    monkeypatch.setenv("PATH", str(program.parent))
+    program.chmod(0o755)
+    assert _self_command() == "blink-watcher"  # on PATH: the short name works

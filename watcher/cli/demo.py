@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -142,9 +143,41 @@ async def _demo(workdir: Path, out: TextIO, keep: bool) -> int:
             view.update(rows())
             code = run.result()
             view.finish(events[k] for k in keys if k in events)
+        _explain_spelling(out, events)
         _where_it_went(out, workdir, sim, events, keep)
     ok = code == EX_OK and len(events) == len(keys)
     return EX_OK if ok else EX_FAILURE
+
+
+def _explain_spelling(out: TextIO, events: dict[Any, Event]) -> None:
+    """Say why a state may show in lower case: the demo includes an API that answers so."""
+    for key, event in events.items():
+        state = event.state or ""
+        if state.islower():
+            note = (
+                f"{format_key(key)} answered {state!r} in lower case: states are matched "
+                f"without regard to case, so it counts as {state.capitalize()}, and its "
+                "event keeps the API's spelling."
+            )
+            out.write("\n" + "\n".join(textwrap.wrap(note, 79)) + "\n")
+
+
+def _self_command() -> str:
+    """How to run this same ``blink-watcher`` again from the current directory.
+
+    After ``make demo`` the command is ``.venv/bin/blink-watcher``, which is not
+    on PATH: a hint naming plain ``blink-watcher`` would not work when pasted.
+    """
+    program = Path(sys.argv[0])
+    if program.name == "__main__.py":
+        return f"{sys.executable} -m watcher"
+    found = shutil.which("blink-watcher")
+    if found is not None and Path(found).resolve() == program.resolve():
+        return "blink-watcher"
+    try:
+        return str(program.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(program.resolve())
 
 
 def _where_it_went(
@@ -160,19 +193,18 @@ def _where_it_went(
     out.write(f"  log sink      {len(events)} JSON lines in results.jsonl\n")
     for name, label in (("chatops", "every event"), ("siem", "failures only")):
         retried = attempts.get(name, 0) - delivered.get(name, 0)
-        out.write(
-            f"  webhook {name:<7} {delivered.get(name, 0)} signed deliveries ({label})"
-            + (f", after {retried} failed attempt(s) retried" if retried else "")
-            + "\n"
-        )
+        out.write(f"  webhook {name:<7} {delivered.get(name, 0)} signed deliveries ({label})\n")
+        if retried:
+            out.write(f"                  after {retried} failed attempt(s) retried\n")
     out.write("  state store   blink-watcher.db (watches, events, delivery outbox)\n")
     if keep:
         config = workdir / "config.toml"
+        me = _self_command()
         out.write(
             f"\nKept in {workdir}. Try:\n"
-            f"  blink-watcher status -c {config}\n"
-            f"  blink-watcher deliveries -c {config}\n"
+            f"  {me} status -c {config}\n"
+            f"  {me} deliveries -c {config}\n"
             f"  jq . {workdir / 'results.jsonl'}\n"
         )
     else:
-        out.write("\nRun `blink-watcher demo --keep` to keep the files and explore them.\n")
+        out.write(f"\nRun `{_self_command()} demo --keep` to keep the files and explore them.\n")

@@ -26,6 +26,7 @@ _WATCH_COLUMNS: Final = (
     Column("STATE"),
     Column("POLLS"),
     Column("STATE SINCE"),
+    Column("FROM"),  # config, api, or discover:RULE
 )
 _EVENT_COLUMNS: Final = (
     Column("EXECUTION"),
@@ -50,9 +51,10 @@ def collect_status(db: sqlite3.Connection, config: Config | None = None) -> dict
             "polls": r[3],
             "watching_since": rfc3339(r[4]),
             "state_since": rfc3339(r[5]),
+            "source": r[6],
         }
         for r in db.execute(
-            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
+            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at, source "
             "FROM watches ORDER BY first_seen_at, workspace_id, execution_id"
         )
     ]
@@ -65,6 +67,7 @@ def collect_status(db: sqlite3.Connection, config: Config | None = None) -> dict
             "polls": 0,
             "watching_since": None,
             "state_since": None,
+            "source": "config",
             "note": "no answer yet (new, 404 so far, or the API key is rejected)",
         }
         for ws, ex in pending
@@ -122,9 +125,10 @@ def status(config: Config, *, as_json: bool) -> int:
         rows = [
             [
                 f"{w['workspace_id']}/{w['execution_id']}",
-                w["state"] or ("no answer yet" if w.get("note") else "-"),
+                w["state"] or "no answer yet",
                 str(w["polls"]),
                 w["state_since"] or "-",
+                w["source"],
             ]
             for w in data["watching"]
         ]

@@ -221,7 +221,7 @@ def _state(t: Table) -> tuple[Path, float]:
     return path, t.number("keep_reported", KEEP_REPORTED_S, above=0)
 
 
-def _server(t: Table) -> ServerConfig:
+def _server(t: Table, config_dir: Path) -> ServerConfig:
     listen = t.text("listen", "127.0.0.1:9464")
     allow_remote = t.flag("allow_remote", False)
     host, sep, port_text = listen.rpartition(":")
@@ -232,8 +232,11 @@ def _server(t: Table) -> ServerConfig:
         raise t.error(
             "listen", f"{host} is not a loopback address; set server.allow_remote = true to allow"
         )
+    _, source = read_secret(t, config_dir, False, None, "api_token")  # read in _with_secrets
     t.finish()
-    return ServerConfig(host=host, port=int(port_text), allow_remote=allow_remote)
+    return ServerConfig(
+        host=host, port=int(port_text), allow_remote=allow_remote, api_token_source=source
+    )
 
 
 def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = True) -> Config:
@@ -268,7 +271,17 @@ def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
     # the start as a missing key does (a ConfigError), rather than going direct.
     check_environment()
     blink = replace(config.blink, api_key=api_key, api_key_source=source)
-    return replace(config, blink=blink, sinks=tuple(sinks), warnings=_warnings(config, sinks))
+    server = config.server
+    if server is not None and server.api_token_source is not None:
+        t = Table(config.file, "server", data.get("server") or {})
+        token, _ = read_secret(t, config_dir, True, None, "api_token")
+        assert token is not None
+        key = "api_token_file" if "api_token_file" in t.data else "api_token_env"
+        check_header_value(t, key, token)
+        server = replace(server, api_token=token)
+    return replace(
+        config, blink=blink, server=server, sinks=tuple(sinks), warnings=_warnings(config, sinks)
+    )
 
 
 # Reserved for documentation (RFC 2606): a URL here is a placeholder never edited.
@@ -353,7 +366,7 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
     default_logging: tuple[str, Literal["json", "console"], JournalMode] = ("info", "json", "auto")
     log_level, log_format, log_journal = section("logging", logging_, default_logging)
     server_t = root.table("server")
-    server = None if server_t is None else _server(server_t)
+    server = None if server_t is None else _server(server_t, Path(file).resolve().parent)
 
     root.used.add("sinks")
     raw_sinks = data.get("sinks", [{"type": "log"}])

@@ -137,6 +137,10 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 9464
     allow_remote: bool = False
+    # The watch API's bearer token; None leaves every /v1 route answering 403.
+    # Not compared: a reload reads a fresh Secret, and the token is not restart-only.
+    api_token: Secret | None = field(default=None, compare=False)
+    api_token_source: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

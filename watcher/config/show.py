@@ -90,8 +90,10 @@ def effective_config_toml(config: Config) -> str:
     if config.server is not None:
         s = config.server
         host = f"[{s.host}]" if ":" in s.host else s.host
+        token = None if s.api_token_source is None else f"<redacted, from {s.api_token_source}>"
         out += _section_lines(
-            "[server]", {"listen": f"{host}:{s.port}", "allow_remote": s.allow_remote}
+            "[server]",
+            {"listen": f"{host}:{s.port}", "allow_remote": s.allow_remote, "api_token": token},
         )
     for sink in config.sinks:
         out += _section_lines("[[sinks]]", _sink_items(sink))

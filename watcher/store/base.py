@@ -20,7 +20,14 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias
 
-from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
+from watcher.models import (
+    DeliveryRow,
+    DeliveryStatus,
+    EventRecord,
+    ExecutionKey,
+    Reported,
+    WatchRow,
+)
 
 # (workspace_id, execution_id, state, polls, first_seen_at): one resumable watch, compact.
 WatchTuple: TypeAlias = tuple[str, str, str | None, int, float]
@@ -68,6 +75,10 @@ class StateStore(Protocol):
 
     async def reported_keys(self, keys: Iterable[ExecutionKey]) -> set[ExecutionKey]:
         """Which of ``keys`` were already reported (an indexed lookup, never the history)."""
+        ...
+
+    async def reported(self, keys: Iterable[ExecutionKey]) -> dict[ExecutionKey, Reported]:
+        """The ending event of each of ``keys`` that was reported (pruned ones included)."""
         ...
 
     async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:

@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 import structlog
 
 from watcher.errors import StoreError
-from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
+from watcher.models import (
+    DeliveryRow,
+    DeliveryStatus,
+    EventRecord,
+    ExecutionKey,
+    Reported,
+    WatchRow,
+)
 from watcher.store import history
 from watcher.store.base import WatchTuple
 from watcher.store.connect import connect
@@ -178,6 +185,17 @@ class SQLiteStore:
             for start in range(0, len(ids), history.LOOKUP_CHUNK):
                 chunk = ids[start : start + history.LOOKUP_CHUNK]
                 lookup = partial(history.reported_among, db, workspace_id, chunk)
+                found.update(await self._run(lookup))
+        return found
+
+    async def reported(self, keys: Iterable[ExecutionKey]) -> dict[ExecutionKey, Reported]:
+        """The ending event of each of ``keys`` that was reported (pruned ones included)."""
+        db = self._db()
+        found: dict[ExecutionKey, Reported] = {}
+        for workspace_id, ids in history.by_workspace(keys).items():
+            for start in range(0, len(ids), history.LOOKUP_CHUNK):
+                chunk = ids[start : start + history.LOOKUP_CHUNK]
+                lookup = partial(history.reported_rows, db, workspace_id, chunk)
                 found.update(await self._run(lookup))
         return found
 
