@@ -15,7 +15,6 @@ call on the thread for the whole transaction.
 from __future__ import annotations
 
 import asyncio
-import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -36,7 +35,7 @@ from watcher.models import (
     Reported,
     WatchRow,
 )
-from watcher.store import history
+from watcher.store import history, reads
 from watcher.store.base import WatchTuple
 from watcher.store.connect import connect
 from watcher.store.queue import DEFAULT_LIMIT, WriteQueue, pending_watch
@@ -140,17 +139,13 @@ class SQLiteStore:
 
     async def load_watches(self) -> list[WatchRow]:
         """Every watch in progress (one with no event yet)."""
+        return await self._read(reads.all_watches)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """``fn(db)`` on the writer thread, after every write queued before it."""
         db = self._db()
-
-        def read() -> list[WatchRow]:
-            rows = db.execute(
-                "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
-                "FROM watches"
-            ).fetchall()
-            return [WatchRow((r[0], r[1]), r[2], r[3], r[4], r[5]) for r in rows]
-
-        await self.flush()  # a read sees every write queued before it
-        return await self._run(read)
+        await self.flush()
+        return await self._run(partial(fn, db))
 
     async def watch_batches(self, size: int = 5000) -> AsyncIterator[list[WatchTuple]]:
         """Every watch in progress as (workspace, execution, state, polls, first_seen_at),
@@ -179,41 +174,28 @@ class SQLiteStore:
         Primary-key probes, ``history.LOOKUP_CHUNK`` per hop to the writer
         thread: cost grows with ``keys``, not with the history.
         """
-        db = self._db()
-        found: set[ExecutionKey] = set()
-        for workspace_id, ids in history.by_workspace(keys).items():
-            for start in range(0, len(ids), history.LOOKUP_CHUNK):
-                chunk = ids[start : start + history.LOOKUP_CHUNK]
-                lookup = partial(history.reported_among, db, workspace_id, chunk)
-                found.update(await self._run(lookup))
-        return found
+        return set(await self._lookup(keys, history.reported_among))
 
     async def reported(self, keys: Iterable[ExecutionKey]) -> dict[ExecutionKey, Reported]:
         """The ending event of each of ``keys`` that was reported (pruned ones included)."""
+        return dict(await self._lookup(keys, history.reported_rows))
+
+    async def _lookup(
+        self,
+        keys: Iterable[ExecutionKey],
+        probe: Callable[[sqlite3.Connection, str, list[str]], list[R]],
+    ) -> list[R]:
+        """``probe`` over ``keys``, per workspace, ``history.LOOKUP_CHUNK`` IDs per hop."""
         db = self._db()
-        found: dict[ExecutionKey, Reported] = {}
+        found: list[R] = []
         for workspace_id, ids in history.by_workspace(keys).items():
             for start in range(0, len(ids), history.LOOKUP_CHUNK):
                 chunk = ids[start : start + history.LOOKUP_CHUNK]
-                lookup = partial(history.reported_rows, db, workspace_id, chunk)
-                found.update(await self._run(lookup))
+                found += await self._run(partial(probe, db, workspace_id, chunk))
         return found
 
     async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
-        db = self._db()
-
-        def read() -> dict[str, Any] | None:
-            row = db.execute(
-                "SELECT last_response FROM watches WHERE workspace_id = ? AND execution_id = ?",
-                key,
-            ).fetchone()
-            if row is None or row[0] is None:
-                return None
-            value = json.loads(row[0])
-            return value if isinstance(value, dict) else None
-
-        await self.flush()  # the newest change may still be queued
-        return await self._run(read)
+        return await self._read(partial(reads.last_response, key=key))
 
     async def open_deliveries(self, status: DeliveryStatus = "pending") -> list[DeliveryRow]:
         """Deliveries with ``status`` (with their event bodies), oldest first."""
@@ -224,14 +206,7 @@ class SQLiteStore:
 
     async def dead_letters(self) -> dict[str, int]:
         """Dead-lettered deliveries per sink (through the open-deliveries index)."""
-        db = self._db()
-        await self.flush()
-        rows = await self._run(
-            lambda: db.execute(
-                "SELECT sink, count(*) FROM deliveries WHERE status = 'dead' GROUP BY sink"
-            ).fetchall()
-        )
-        return {sink: count for sink, count in rows}
+        return await self._read(reads.dead_letters)
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process committed to the file since the last call.
@@ -318,27 +293,11 @@ class SQLiteStore:
 
     async def watch_sources(self) -> dict[ExecutionKey, str]:
         """The source of every watch in progress that the config did not list."""
-        db = self._db()
-
-        def read() -> dict[ExecutionKey, str]:
-            rows = db.execute(
-                "SELECT workspace_id, execution_id, source FROM watches WHERE source != 'config'"
-            ).fetchall()
-            return {(r[0], r[1]): r[2] for r in rows}
-
-        await self.flush()
-        return await self._run(read)
+        return await self._read(reads.watch_sources)
 
     async def load_cursor(self, rule: str) -> str | None:
         """A discovery rule's stored cursor, or None before its first page."""
-        db = self._db()
-
-        def read() -> str | None:
-            row = db.execute("SELECT cursor FROM cursors WHERE rule = ?", (rule,)).fetchone()
-            return None if row is None else str(row[0])
-
-        await self.flush()
-        return await self._run(read)
+        return await self._read(partial(reads.cursor, rule=rule))
 
     async def drop_cursor(self, rule: str) -> None:
         """Forget a removed rule's cursor (the watches it found stay)."""
@@ -380,17 +339,13 @@ class SQLiteStore:
         db = self._db()
         after = history.START
         pruned = 0
-        while True:
-            step = await self._run(partial(history.prune_batch, db, cutoff, after, batch))
-            if step is None:
-                break
+        while step := await self._run(partial(history.prune_batch, db, cutoff, after, batch)):
             gone, after = step
             if gone:
                 self.writes += 1
                 self.pruned += gone
                 pruned += gone
-            # Let writes queued meanwhile reach the writer thread before the next batch.
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # let writes queued meanwhile in before the next batch
         if pruned:
             log.info("store.pruned", events=pruned, keep_reported_s=keep_s)
         return pruned
