@@ -127,6 +127,15 @@ def render_markdown(
         f"Run: {sizes}. Took {total_s:.0f} s.",
         "",
     ]
+    busy = res.notes.get("busy")
+    if busy:
+        lines += [
+            f"Other work shared the machine during this run (1-minute load average "
+            f"{busy:.2f} at the start): absolute CPU figures vary by a third from round to "
+            "round, so compare the ratios within a round (the per-round ratios in the notes) "
+            "rather than figures across rows or runs.",
+            "",
+        ]
     cut = res.notes.get("rounds_cut")
     if cut:
         lines += [f"Only {cut} rounds fitted the time budget.", ""]
