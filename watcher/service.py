@@ -31,6 +31,7 @@ from watcher.components import (
 from watcher.config import Config, load_config
 from watcher.delivery import Outbox
 from watcher.discovery.manager import Discovery
+from watcher.discovery.metrics import DiscoveryCollector
 from watcher.errors import ConfigError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
@@ -182,6 +183,7 @@ class Service:
         # start-up maps (100,000 stored rows) must not.
         counts = await self._resume()
         self._bind_metrics()
+        self.metrics.registry.register(DiscoveryCollector(lambda: self.discovery.runners))
         self.metrics.set_dead_letters(await self.store.dead_letters())
         log.info("service.started", **counts, state_path=str(config.state_path))
         for warning in config.warnings:
