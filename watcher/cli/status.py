@@ -158,8 +158,7 @@ def status(config: Config, *, as_json: bool) -> int:
     if data["discovery"]:
         out.write("\nDiscovery rules (cursor: the newest created_at taken in)\n")
         rows = [
-            [r["rule"], r["cursor"], str(r["watching"]), r["updated_at"]]
-            for r in data["discovery"]
+            [r["rule"], r["cursor"], str(r["watching"]), r["updated_at"]] for r in data["discovery"]
         ]
         out.write(table(_RULE_COLUMNS, rows) + "\n")
     out.write(f"\nRecent events ({data['events_total']} in all)\n")
