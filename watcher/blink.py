@@ -9,6 +9,7 @@ jitter, Retry-After honoured); callers see an ``Execution`` or one final error.
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import re
 import time
@@ -23,6 +24,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, sto
 from yarl import URL
 
 from watcher.config import BlinkConfig
+from watcher.discovery.page import ExecutionPage
 from watcher.errors import (
     ApiError,
     AuthError,
@@ -370,3 +372,52 @@ class BlinkClient:
         # Belt and braces: an error page or exception text that echoes our own
         # request headers must not carry the key into a log line.
         return scrub(text, (self._secret,))
+
+    # --- the list endpoint (discovery) -----------------------------------------------------
+
+    async def list_executions(self, workspace_id: str, query: dict[str, Any]) -> ExecutionPage:
+        """One page of ``GET /workspace/{ws}/executions?q=RQL`` (docs/discovery.md).
+
+        The same global rate limit and retry policy as polls: discovery shares
+        the API budget. A 400 (a filter the API does not take) raises
+        ``PermanentApiError`` with Blink's message.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.retry_attempts),
+            wait=self._tenacity_wait,
+            retry=retry_if_exception_type(TransientApiError),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        page: ExecutionPage = await retrying(self._list_once, workspace_id, query)
+        return page
+
+    async def _list_once(self, workspace_id: str, query: dict[str, Any]) -> ExecutionPage:
+        if self._session is None:
+            raise RuntimeError("BlinkClient is not open (use 'async with')")
+        await self.limiter.acquire()
+        url = f"{self.config.base_url.rstrip('/')}/workspace/{quote(workspace_id, safe='')}"
+        try:
+            async with self._session.get(
+                url + "/executions",
+                params={"q": json.dumps(query, separators=(",", ":"))},
+                headers=self._key_header,
+                allow_redirects=False,
+                **self._proxy_args,
+            ) as resp:
+                status = resp.status
+                body = await self._read_capped(resp)
+                content_type = resp.headers.get("content-type", "").lower()
+                retry_after = resp.headers.get("retry-after")
+        except TimeoutError:
+            raise TransientApiError(
+                f"no answer within {self.config.request_timeout_s:g}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransientApiError(self._scrub(connection_error_text(exc, self.proxy))) from None
+        if status != 200:
+            if status == 429:
+                self.limiter.slow_down(parse_retry_after(retry_after))
+            self._raise_for(status, body, content_type, retry_after)
+        self.limiter.recover()
+        return ExecutionPage.from_body(body)

@@ -162,6 +162,7 @@ class Event:
     execution: Execution | None
     observed_at_s: float
     polls: int
+    discovered_by: str | None = None  # the [[discover]] rule that found it, if one did
 
     @property
     def event_id(self) -> str:
@@ -187,6 +188,7 @@ class Event:
             "observed_at": rfc3339(self.observed_at_s),
             "net_runtime_ms": ex.net_runtime_ms,
             "polls": self.polls,
+            "discovered_by": self.discovered_by,
         }
 
     def to_json(self) -> bytes:

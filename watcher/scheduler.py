@@ -105,6 +105,8 @@ class Scheduler:
         self._due: DueQueue[Watch] = DueQueue()
         self._watches: dict[ExecutionKey, Watch] = {}
         self._unknown_states: set[str] = set()
+        # Which [[discover]] rule found a watch (its events say so); only those are here.
+        self.discovered_by: dict[ExecutionKey, str] = {}
         self.auth_failing = False
         self.last_ok_at: float | None = None
         self.finished = 0
@@ -349,7 +351,15 @@ class Scheduler:
                 # Not-found, invalid and timed-out watches carry what we last saw.
                 stored = await self._store.last_response(watch.key)
                 execution = None if stored is None else Execution.from_api(stored)
-            event = Event(kind, watch.key, state, execution, self._wall(), watch.polls)
+            event = Event(
+                kind,
+                watch.key,
+                state,
+                execution,
+                self._wall(),
+                watch.polls,
+                self.discovered_by.get(watch.key),
+            )
             await self._on_event(event)
         except StoreError as exc:
             # Not stored means not produced: poll again later rather than lose it.
@@ -357,6 +367,7 @@ class Scheduler:
             return self.poll.max_interval_s
         if self._watches.get(watch.key) is watch:
             del self._watches[watch.key]
+            self.discovered_by.pop(watch.key, None)
         watch.active = False
         self.finished += 1
         self._check_done()

@@ -30,6 +30,8 @@ from watcher.components import (
 )
 from watcher.config import Config, load_config
 from watcher.delivery import Outbox
+from watcher.discovery.manager import Discovery
+from watcher.discovery.metrics import DiscoveryCollector
 from watcher.errors import ConfigError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
@@ -93,6 +95,7 @@ class Service:
         self.scheduler: Scheduler
         self.outbox: Outbox
         self.client: BlinkClient
+        self.discovery: Discovery
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._tg: asyncio.TaskGroup | None = None
         # Called with each event once it is stored (the demo's live view listens here).
@@ -169,10 +172,18 @@ class Service:
             self._on_event,
             concurrency=config.blink.max_concurrency,
         )
+        self.discovery = Discovery(
+            client=lambda: self.client,
+            store=self.store,
+            scheduler=self.scheduler,
+            max_watches=lambda: self.config.max_watches,
+            spawn=self._start_task,
+        )
         # In its own frame: this frame lives as long as the daemon, and the
         # start-up maps (100,000 stored rows) must not.
         counts = await self._resume()
         self._bind_metrics()
+        self.metrics.registry.register(DiscoveryCollector(lambda: self.discovery.runners))
         self.metrics.set_dead_letters(await self.store.dead_letters())
         log.info("service.started", **counts, state_path=str(config.state_path))
         for warning in config.warnings:
@@ -202,6 +213,7 @@ class Service:
         # Watches handed over at run time (the watch API) are kept though the
         # config does not list them.
         handed_over = await self.store.watch_sources()
+        self.discovery.resumed(handed_over)
         async for rows in self.store.watch_batches():
             for ws, ex, state, polls, first_seen_at in rows:
                 key = todo.pop((ws, ex), None)
@@ -223,9 +235,10 @@ class Service:
             "pending_deliveries": restored,
         }
 
-    def _start_task(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+    def _start_task(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         assert self._tg is not None
-        self._tasks[name] = self._tg.create_task(coro, name=name)
+        task = self._tasks[name] = self._tg.create_task(coro, name=name)
+        return task
 
     async def _supervise(self) -> int:
         try:
@@ -237,6 +250,7 @@ class Service:
                 self._start_task("status", self._report_status())
                 self._start_task("retention", self._retention())
                 self._start_task("outside changes", self._outside_changes())
+                self.discovery.start(self.config.discover)
                 if self.exit_when_done:
                     self._start_task("done", self._done_watcher())
                 while True:
@@ -286,10 +300,11 @@ class Service:
         while True:
             await self.scheduler.all_done.wait()
             await self.outbox.idle.wait()
-            if self.scheduler.all_done.is_set() and self.outbox.idle.is_set():
+            settled = self.discovery.settled()  # every rule listed to the end once
+            if self.scheduler.all_done.is_set() and self.outbox.idle.is_set() and settled:
                 self._commands.put_nowait("done")
                 return
-            await asyncio.sleep(0)
+            await asyncio.sleep(0 if settled else 0.05)
 
     async def _outside_changes(self) -> None:
         """Pick up deliveries another process re-queued (``deliveries --retry-dead``)."""
@@ -386,6 +401,7 @@ class Service:
             )
             stack.pop_all()  # built: from here on the plan's pieces belong to the daemon
         self._apply(plan)
+        await self.discovery.apply(plan.config.discover)
         self.metrics.reload("ok")
         log.info(
             "config.reloaded",

@@ -12,12 +12,14 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from watcher.config.discover import parse_rules
 from watcher.config.model import (
     DEFAULT_CONFIG_PATH,
     HEADER_NAME,
     JOURNAL_MODES,
     KEEP_REPORTED_S,
     LOG_LEVELS,
+    MAX_WATCHES,
     RESERVED_HEADERS,
     WHITESPACE,
     BlinkConfig,
@@ -346,9 +348,12 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         blink = _blink(Table(file, "blink", {}), config_dir)
     poll = section("poll", _poll, PollConfig())
     no_executions: tuple[ExecutionKey, ...] = ()
-    executions = section(
-        "watch", lambda t: _executions(t, blink.workspace_id, config_dir), no_executions
-    )
+
+    def watch(t: Table) -> tuple[tuple[ExecutionKey, ...], int]:
+        max_watches = t.number("max_watches", MAX_WATCHES, integer=True, minimum=1)
+        return _executions(t, blink.workspace_id, config_dir), max_watches
+
+    executions, max_watches = section("watch", watch, (no_executions, MAX_WATCHES))
     state_path, keep_reported_s = section(
         "state",
         _state,
@@ -384,6 +389,8 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         _sink(Table(file, f"sinks[{i}]", s), config_dir, names, log_journal)
         for i, s in enumerate(raw_sinks)
     )
+    root.used.add("discover")
+    discover = parse_rules(data, file, blink.workspace_id)
     root.finish()
     return Config(
         file=file,
@@ -397,6 +404,8 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         log_journal=log_journal,
         server=server,
         sinks=sinks,
+        discover=discover,
+        max_watches=max_watches,
     )
 
 

@@ -143,6 +143,27 @@ class ServerConfig:
     api_token_source: str | None = None
 
 
+MAX_WATCHES: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverRule:
+    """One ``[[discover]]`` table, validated (docs/discovery.md)."""
+
+    name: str
+    workspace_id: str
+    playbook_ids: tuple[str, ...] = ()
+    trigger_types: tuple[str, ...] = ()
+    start_back_s: float = 0.0  # "now" = 0: on the first start, how far back to look
+    interval_s: float = 30.0
+    overlap_s: float = 120.0
+
+    @property
+    def source(self) -> str:
+        """How its watches are marked in the store."""
+        return f"discover:{self.name}"
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     """The whole, validated configuration."""
@@ -160,5 +181,7 @@ class Config:
     log_journal: JournalMode = "auto"
     server: ServerConfig | None = None
     sinks: tuple[SinkConfig, ...] = field(default_factory=tuple)
+    discover: tuple[DiscoverRule, ...] = ()
+    max_watches: int = MAX_WATCHES  # watches in progress at most: discovery waits at the cap
     # Valid but probably not meant (a placeholder URL): shown by check-config, logged at start.
     warnings: tuple[str, ...] = ()
