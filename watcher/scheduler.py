@@ -42,6 +42,7 @@ class Fetcher(Protocol):
 
 class WatchStore(Protocol):
     def save_watch(self, row: WatchRow) -> None: ...
+    async def room(self) -> None: ...  # backpressure: wait while the write backlog is full
     def forget_watch(self, key: ExecutionKey) -> None: ...
     async def last_response(self, key: ExecutionKey) -> dict[str, object] | None: ...
 
@@ -193,30 +194,25 @@ class Scheduler:
         # cadence, or a result would wait longer than one interval to be seen.
         started = asyncio.get_running_loop().time()
         try:
-            delay = await self._poll_once(watch)
+            # One coroutine per poll, not two: this is the hot path.
+            try:
+                execution = await self.client.get_execution(watch.key)
+            except TransientApiError as exc:
+                delay = await self._after_failure(watch, exc)
+            except AuthError as exc:
+                delay = self._after_auth_error(watch, exc)
+            except PermanentApiError as exc:
+                delay = await self._after_permanent(watch, exc)
+            else:
+                delay = await self._after_response(watch, execution)
         except Exception:
-            # work_off's handler must not raise: a bug (say in on_event) costs one poll.
+            # work_off's handler must not raise: a bug (in the client, or say in
+            # on_event) costs one poll, not the daemon; the watch is slowed down.
             log.exception("poll.crashed", **key_fields(watch.key))
             delay = self.poll.max_interval_s
         finally:
             if delay is not None and watch.active:
                 self._schedule(watch, delay, started)
-
-    async def _poll_once(self, watch: Watch) -> float | None:
-        """Poll once; the delay until the next poll, or None when the watch ended."""
-        try:
-            execution = await self.client.get_execution(watch.key)
-        except TransientApiError as exc:
-            return await self._after_failure(watch, exc)
-        except AuthError as exc:
-            return self._after_auth_error(watch, exc)
-        except PermanentApiError as exc:
-            return await self._after_permanent(watch, exc)
-        except Exception:
-            # A bug must cost one poll, not the daemon: keep the watch, slow it down.
-            log.exception("poll.crashed", **key_fields(watch.key))
-            return self.poll.max_interval_s
-        return await self._after_response(watch, execution)
 
     async def _after_response(self, watch: Watch, execution: Execution) -> float | None:
         if not watch.active:
@@ -241,6 +237,9 @@ class Scheduler:
             )
             if state is not None and state.casefold() not in KNOWN_ACTIVE_STATES:
                 self._note_unknown(watch, state)
+            # While the writer is behind, this poll waits for it: a slow disk slows
+            # the polling down instead of growing the queued writes without bound.
+            await self._store.room()
         elif self.poll.interval_s * self.poll.backoff**watch.level < self.poll.max_interval_s:
             watch.level += 1
         if now >= watch.first_seen_at + self.poll.max_watch_s:

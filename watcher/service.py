@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, Protocol
 
 import structlog
 
-from watcher import logs
+from watcher import logs, memtrim
 from watcher.blink import BlinkClient
 from watcher.components import (
     ClientFactory,
@@ -225,7 +225,9 @@ class Service:
                 self.scheduler.resume(key, state, polls, first_seen_at)
                 resumed += 1
         self.scheduler.add_many(list(todo), {})
+        del todo
         restored = self.outbox.restore(await self.store.open_deliveries())
+        memtrim.trim()  # the tables above are garbage now: give their pages back
         return {
             "watching": len(self.scheduler),
             "resumed": resumed,

@@ -11,7 +11,6 @@ renderer or the simulator.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -210,10 +209,11 @@ def _hand_over(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config, *, exit_when_done: bool) -> int:
+    from watcher import eventloop
     from watcher import logs as wlogging
     from watcher.service import Service
     from watcher.systemd import Notifier
 
     wlogging.configure(config.log_level, config.log_format, journal=config.log_journal)
     service = Service(config, exit_when_done=exit_when_done, notifier=Notifier.from_env())
-    return asyncio.run(service.run())
+    return eventloop.run(service.run())

@@ -4,6 +4,9 @@ What the daemon relies on, whatever holds the state:
 
 - a watch's progress is saved only when it changed (``save_watch`` queues it,
   later saves replace earlier ones) and never needs a reply;
+- the backlog of queued writes is bounded: the scheduler awaits ``room()``
+  after each save, which holds it back while the writer is behind, so a slow
+  disk slows polling down instead of growing memory;
 - ``record_event`` returns once the event, its outbox rows and the end of its
   watch are durable together; only then may a delivery start;
 - one event per execution, ever: an execution once reported stays reported
@@ -90,6 +93,18 @@ class StateStore(Protocol):
 
     def save_watch(self, row: WatchRow) -> None:
         """Queue a watch's new state."""
+        ...
+
+    async def room(self) -> None:
+        """Wait while the write backlog is over its bound; return at once when it is not.
+
+        Backpressure for ``save_watch`` callers: writes queued or being written
+        stay within a fixed number, whatever the poll rate and the disk speed.
+        """
+        ...
+
+    def backlog(self) -> int:
+        """Writes queued or being written, not yet durable (what ``room()`` bounds)."""
         ...
 
     def forget_watch(self, key: ExecutionKey) -> None:

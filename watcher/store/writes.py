@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from watcher.models import EventRecord, ExecutionKey, WatchRow
 
@@ -13,6 +12,10 @@ from watcher.models import EventRecord, ExecutionKey, WatchRow
 # ("delivery", (status, attempts, next_attempt_at, last_error, updated_at, event_id,
 # sink)), in the order they were queued.
 Op = tuple[str, Any]
+
+# A queued watch save, compact: (workspace_id, execution_id, state, polls, first_seen_at,
+# changed_at, last_response as JSON text), the columns in the order the upsert binds them.
+PendingWatch: TypeAlias = tuple[str, str, str | None, int, float, float, str | None]
 
 
 class transaction:
@@ -29,22 +32,11 @@ class transaction:
 
 
 def write_batch(
-    db: sqlite3.Connection, watches: dict[ExecutionKey, WatchRow | None], ops: list[Op]
+    db: sqlite3.Connection, watches: dict[ExecutionKey, PendingWatch | None], ops: list[Op]
 ) -> None:
     """Everything queued since the last batch, as one transaction."""
     with transaction(db):
-        upserts = [
-            (
-                *row.key,
-                row.state,
-                row.polls,
-                row.first_seen_at,
-                row.changed_at,
-                None if row.last_response is None else json.dumps(row.last_response),
-            )
-            for row in watches.values()
-            if row is not None
-        ]
+        upserts = [row for row in watches.values() if row is not None]
         if upserts:
             db.executemany(
                 "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
