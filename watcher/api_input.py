@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from watcher.config.load import ID_CHAR
+from watcher.config.ids import ID_CHAR
 from watcher.models import ExecutionKey
 
 MAX_EXECUTIONS: Final = 1000
