@@ -1092,3 +1092,30 @@ def test_a_rule_needs_a_name_a_workspace_and_known_keys(fail: Fail) -> None:
         == "discover[0].interval"
     )
     assert fail(DISCOVER_BASE + "[watch]\nmax_watches = 0\n").key == "watch.max_watches"
+
+
+def test_a_sink_takes_the_ending_events_unless_its_events_say_otherwise(load: Load) -> None:
+    config = load(
+        DISCOVER_BASE
+        + """
+[[sinks]]
+type = "log"
+
+[[sinks]]
+type = "log"
+name = "approvals"
+path = "approvals.jsonl"
+events = ["execution.state_changed"]
+states = ["Paused"]
+"""
+    )
+    default, approvals = config.sinks
+    assert "execution.finished" in default.events
+    assert "execution.state_changed" not in default.events
+    assert approvals.events == frozenset({"execution.state_changed"})
+
+
+def test_an_unknown_event_name_names_its_key(fail: Fail) -> None:
+    error = fail(DISCOVER_BASE + '[[sinks]]\ntype = "log"\nevents = ["execution.paused"]\n')
+    assert error.key == "sinks[0].events"
+    assert "execution.paused" in error.message

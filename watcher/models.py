@@ -15,8 +15,13 @@ ExecutionId: TypeAlias = str
 ExecutionKey: TypeAlias = tuple[WorkspaceId, ExecutionId]
 
 EventType = Literal[
-    "execution.finished", "execution.not_found", "execution.invalid", "execution.watch_timeout"
+    "execution.finished",
+    "execution.not_found",
+    "execution.invalid",
+    "execution.watch_timeout",
+    "execution.state_changed",  # mid-run, for the sinks that ask for it
 ]
+# The ending events: exactly one of them per watch.
 EVENT_TYPES: Final[tuple[EventType, ...]] = (
     "execution.finished",
     "execution.not_found",
@@ -163,14 +168,22 @@ class Event:
     observed_at_s: float
     polls: int
     discovered_by: str | None = None  # the [[discover]] rule that found it, if one did
+    previous_state: str | None = None  # execution.state_changed only
 
     @property
     def event_id(self) -> str:
+        if self.event == "execution.state_changed":
+            # One per change: the poll that saw it is committed with it, so a
+            # restart resumes past it and never sees the same change again.
+            digest = hashlib.sha256(
+                f"{self.key[0]}\x00{self.key[1]}\x00{self.event}\x00{self.polls}".encode()
+            ).hexdigest()
+            return f"evt_{digest[:32]}"
         return event_id_for(self.key, self.event)
 
     def to_dict(self) -> dict[str, Any]:
         ex = self.execution or Execution()
-        return {
+        body: dict[str, Any] = {
             "event": self.event,
             "event_id": self.event_id,
             "execution_id": self.key[1],
@@ -190,6 +203,9 @@ class Event:
             "polls": self.polls,
             "discovered_by": self.discovered_by,
         }
+        if self.event == "execution.state_changed":
+            body["previous_state"] = self.previous_state
+        return body
 
     def to_json(self) -> bytes:
         """The exact bytes every sink delivers (and the webhook signature covers)."""

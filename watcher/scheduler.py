@@ -48,6 +48,12 @@ class WatchStore(Protocol):
 
 
 EventHandler = Callable[[Event], Awaitable[None]]
+# A state change, with the watch's new state to store in the same transaction.
+ChangeHandler = Callable[[Event, WatchRow], Awaitable[None]]
+
+
+async def _no_change_handler(event: Event, row: WatchRow) -> None:
+    raise AssertionError("state_events is on without a change handler")
 
 
 class Watch:
@@ -94,12 +100,16 @@ class Scheduler:
         concurrency: int,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        on_change: ChangeHandler | None = None,
     ) -> None:
         self.poll = poll
         self.client = client
         self.concurrency = concurrency
         self._store = store
         self._on_event = on_event
+        self._on_change = on_change or _no_change_handler
+        # Whether any sink takes execution.state_changed (else none is produced).
+        self.state_events = on_change is not None
         self._wall = wall
         self._rng = rng
         self._due: DueQueue[Watch] = DueQueue()
@@ -228,13 +238,17 @@ class Scheduler:
             if state is not None:
                 state = sys.intern(state)  # 100,000 watches share a handful of strings
             log.debug("execution.state", **key_fields(watch.key), state=state, was=watch.state)
-            watch.state = state
-            watch.level = 0
-            self._store.save_watch(
-                WatchRow(
-                    watch.key, state, watch.polls, watch.first_seen_at, now, execution.to_record()
-                )
+            row = WatchRow(
+                watch.key, state, watch.polls, watch.first_seen_at, now, execution.to_record()
             )
+            previous, watch.state = watch.state, state
+            watch.level = 0
+            if self.state_events and state != previous:
+                if not await self._changed(watch, previous, execution, row, now):
+                    watch.state = previous  # not stored: seen again by the next poll
+                    return self.poll.max_interval_s
+            else:
+                self._store.save_watch(row)
             if state is not None and state.casefold() not in KNOWN_ACTIVE_STATES:
                 self._note_unknown(watch, state)
             # While the writer is behind, this poll waits for it: a slow disk slows
@@ -245,6 +259,33 @@ class Scheduler:
         if now >= watch.first_seen_at + self.poll.max_watch_s:
             return await self._finish(watch, "execution.watch_timeout", watch.state, execution)
         return poll_delay_s(self.poll, watch.level, self._rng)
+
+    async def _changed(
+        self,
+        watch: Watch,
+        previous: str | None,
+        execution: Execution,
+        row: WatchRow,
+        now: float,
+    ) -> bool:
+        """Publish ``execution.state_changed`` with the watch's new state; False if unstored."""
+        event = Event(
+            "execution.state_changed",
+            watch.key,
+            watch.state,
+            execution,
+            now,
+            watch.polls,
+            self.discovered_by.get(watch.key),
+            previous_state=previous,
+        )
+        try:
+            await self._on_change(event, row)
+        except StoreError as exc:
+            watch.polls -= 1  # the change is found again by the next poll, under the same id
+            log.error("event.store_failed", **key_fields(watch.key), reason=str(exc))
+            return False
+        return True
 
     def _answered(self, now: float) -> None:
         self.last_ok_at = now

@@ -29,13 +29,14 @@ from watcher.components import (
     register_secrets,
 )
 from watcher.config import Config, load_config
+from watcher.config.model import wants_state_changes
 from watcher.delivery import Outbox
 from watcher.discovery.manager import Discovery
 from watcher.discovery.metrics import DiscoveryCollector
 from watcher.errors import ConfigError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
-from watcher.models import Event, key_fields
+from watcher.models import Event, WatchRow, key_fields
 from watcher.scheduler import Scheduler
 from watcher.sinks import build_sink
 from watcher.store import Store
@@ -171,7 +172,9 @@ class Service:
             self.store,
             self._on_event,
             concurrency=config.blink.max_concurrency,
+            on_change=self._on_event,
         )
+        self.scheduler.state_events = wants_state_changes(config.sinks)
         self.discovery = Discovery(
             client=lambda: self.client,
             store=self.store,
@@ -299,8 +302,8 @@ class Service:
 
     # --- events ---------------------------------------------------------------------------
 
-    async def _on_event(self, event: Event) -> None:
-        sinks = await self.outbox.publish(event)
+    async def _on_event(self, event: Event, watch: WatchRow | None = None) -> None:
+        sinks = await self.outbox.publish(event, watch)
         self.metrics.event(event.event, event.state)
         for listener in self.listeners:
             listener(event)
@@ -376,6 +379,7 @@ class Service:
             if self.scheduler.auth_failing:  # perhaps a fixed key: find out now
                 self._start_task("probe", self.scheduler.probe())
         self.scheduler.poll = new.poll
+        self.scheduler.state_events = wants_state_changes(new.sinks)
         if new.blink.max_concurrency != self.scheduler.concurrency:
             self.scheduler.concurrency = new.blink.max_concurrency
             self._tasks.pop("scheduler").cancel()  # polls in flight put their watch back

@@ -16,12 +16,17 @@ def test_demo_reports_every_execution_and_exits_0() -> None:
     assert demo(out=out) == 0
     text = out.getvalue()
     assert (
-        "11 executions: 6 Completed, 1 Failed, 1 Cancelled, 1 Timeout, 1 invalid ID, 1 not found"
+        "12 executions: 6 Completed, 2 Failed, 1 Cancelled, 1 Timeout, 1 invalid ID, 1 not found"
         in text
     )
-    assert "webhook chatops 11 signed deliveries" in text
+    assert "webhook chatops   12 signed deliveries" in text
     assert "failed attempt(s) retried" in text
-    assert "webhook siem    3 signed deliveries" in text
+    assert "webhook siem      4 signed deliveries" in text
+    # A run that paused for approval, told to the approvals channel once ...
+    assert "webhook approvals 1 signed deliveries (runs paused for approval)" in text
+    # ... and one that nobody listed, found by the discovery rule.
+    assert "discovery         1 found by rule 'isolation'" in text
+    assert "ws-demo/01HZZXAD1SC0VEREDBYRULE0A" in text  # in the summary with the others
     # Not a TTY: progress is one line per change, never cursor movement.
     assert "\x1b[" not in text
     # The one lower-case state is explained, not left as a puzzle.

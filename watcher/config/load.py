@@ -15,6 +15,8 @@ from watcher.config.discover import parse_rules
 from watcher.config.ids import executions_of
 from watcher.config.model import (
     DEFAULT_CONFIG_PATH,
+    ENDING_EVENTS,
+    EVENT_NAMES,
     HEADER_NAME,
     JOURNAL_MODES,
     KEEP_REPORTED_S,
@@ -99,9 +101,21 @@ def _poll(t: Table) -> PollConfig:
     )
 
 
+def _events(t: Table) -> frozenset[str]:
+    names = t.str_list("events")
+    if names is None:
+        return ENDING_EVENTS
+    unknown = sorted(set(names) - EVENT_NAMES)
+    if unknown or not names:
+        known = ", ".join(sorted(EVENT_NAMES))
+        raise t.error("events", f"unknown event(s) {unknown or '(none listed)'}; known: {known}")
+    return frozenset(names)
+
+
 def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> SinkConfig:
     kind = t.text("type", required=True)
     states = _states(t, "states")
+    events = _events(t)
     if kind == "log":
         raw_path = t.text("path")
         path = None if raw_path is None else env_path(raw_path, "LOGS_DIRECTORY", Path.cwd())
@@ -109,6 +123,7 @@ def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> 
             name=t.text("name", f"log:{path}" if path else "log:stdout"),
             path=path,
             states=states,
+            events=events,
             journal=journal,
         )
     elif kind == "webhook":
@@ -146,6 +161,7 @@ def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> 
             max_in_flight=t.number("max_in_flight", 8, integer=True, minimum=1),
             headers=tuple(headers),
             states=states,
+            events=events,
             allow_insecure_http=allow_insecure,
         )
     else:

@@ -90,11 +90,20 @@ class PollConfig:
         return state is not None and state.casefold() in self.terminal_states
 
 
+# The four ending events a sink takes by default, and the optional mid-run one.
+ENDING_EVENTS: Final = frozenset(
+    {"execution.finished", "execution.not_found", "execution.invalid", "execution.watch_timeout"}
+)
+STATE_CHANGED: Final = "execution.state_changed"
+EVENT_NAMES: Final = ENDING_EVENTS | {STATE_CHANGED}
+
+
 @dataclass(frozen=True, slots=True)
 class LogSinkConfig:
     name: str
     path: Path | None = None  # None: standard output
     states: frozenset[str] | None = None
+    events: frozenset[str] = ENDING_EVENTS  # which events it takes (docs/contract.md)
     # [logging] journal, for a sink on standard output.
     journal: JournalMode = "auto"
     # Not configurable: a local write fails only when the disk is full or the
@@ -120,6 +129,7 @@ class WebhookSinkConfig:
     max_in_flight: int = 8
     headers: tuple[tuple[str, str], ...] = ()
     states: frozenset[str] | None = None
+    events: frozenset[str] = ENDING_EVENTS  # which events it takes (docs/contract.md)
     allow_insecure_http: bool = False
     type: Literal["webhook"] = "webhook"
 
@@ -127,9 +137,16 @@ class WebhookSinkConfig:
 SinkConfig: TypeAlias = LogSinkConfig | WebhookSinkConfig
 
 
-def accepts(sink: SinkConfig, state: str | None) -> bool:
-    """The sink's ``states`` filter (case-insensitive); no filter accepts everything."""
+def accepts(sink: SinkConfig, state: str | None, event: str = "execution.finished") -> bool:
+    """The sink's ``events`` list and ``states`` filter (case-insensitive; none: every state)."""
+    if event not in sink.events:
+        return False
     return sink.states is None or (state is not None and state.casefold() in sink.states)
+
+
+def wants_state_changes(sinks: tuple[SinkConfig, ...]) -> bool:
+    """Does any sink take ``execution.state_changed``? (Else none is produced at all.)"""
+    return any(STATE_CHANGED in s.events for s in sinks)
 
 
 @dataclass(frozen=True, slots=True)

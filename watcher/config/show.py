@@ -117,6 +117,12 @@ def effective_config_toml(config: Config) -> str:
 
 def _sink_items(sink: SinkConfig) -> dict[str, Any]:
     states = None if sink.states is None else sorted(sink.states)
+    items = _sink_kind_items(sink, states)
+    items["events"] = sorted(sink.events)
+    return items
+
+
+def _sink_kind_items(sink: SinkConfig, states: list[str] | None) -> dict[str, Any]:
     if isinstance(sink, LogSinkConfig):
         path = None if sink.path is None else str(sink.path)
         return {"type": "log", "name": sink.name, "path": path, "states": states}

@@ -145,6 +145,10 @@ class StateStore(Protocol):
         """Store an event, a pending delivery per sink and the end of its watch, durably."""
         ...
 
+    async def record_change(self, record: EventRecord, sinks: Sequence[str], row: WatchRow) -> None:
+        """Store a state-change event, its outbox rows and the watch's new state, durably."""
+        ...
+
     async def update_delivery(
         self,
         event_id: str,

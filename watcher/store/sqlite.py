@@ -249,6 +249,16 @@ class SQLiteStore:
         """
         await self._submit(("event", (record, tuple(sinks), now or time.time())), wait=True)
 
+    async def record_change(self, record: EventRecord, sinks: Sequence[str], row: WatchRow) -> None:
+        """Store a state-change event, its outbox rows and the watch's new state, durably.
+
+        One transaction: a restart resumes the watch past the change, so the same
+        change is never seen (or sent) again under another id.
+        """
+        self._queue.watches.pop(row.key, None)  # this op carries the newer state
+        op = ("change", (record, tuple(sinks), time.time(), pending_watch(row)))
+        await self._submit(op, wait=True)
+
     async def update_delivery(
         self,
         event_id: str,

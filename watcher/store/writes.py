@@ -8,7 +8,8 @@ from typing import Any, TypeAlias
 
 from watcher.models import EventRecord, ExecutionKey, WatchRow
 
-# ("event", (record, sinks, now)), ("add", (rows, source, take_over, cursor, now)) or
+# ("event", (record, sinks, now)), ("change", (record, sinks, now, watch)),
+# ("add", (rows, source, take_over, cursor, now)) or
 # ("delivery", (status, attempts, next_attempt_at, last_error, updated_at, event_id,
 # sink)), in the order they were queued.
 Op = tuple[str, Any]
@@ -56,6 +57,8 @@ def write_batch(
                 write_event(db, *args)
             elif kind == "add":
                 add_watches(db, *args)
+            elif kind == "change":
+                write_change(db, *args)
             else:
                 db.execute(
                     "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
@@ -91,6 +94,33 @@ def write_event(
             [(record.event_id, sink, now, now) for sink in sinks],
         )
     db.execute("DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", record.key)
+
+
+def write_change(
+    db: sqlite3.Connection,
+    record: EventRecord,
+    sinks: tuple[str, ...],
+    now: float,
+    watch: PendingWatch,
+) -> None:
+    """A state-change event, its outbox rows, and the watch's new state with it."""
+    added = db.execute(
+        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (record.event_id, *record.key, record.event, record.state, record.body, record.created_at),
+    ).rowcount
+    if added:
+        db.executemany(
+            "INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'pending', 0, ?, NULL, ?)",
+            [(record.event_id, sink, now, now) for sink in sinks],
+        )
+    db.execute(
+        "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
+        "changed_at, last_response) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (workspace_id, execution_id) DO UPDATE SET "
+        "state = excluded.state, polls = excluded.polls, "
+        "changed_at = excluded.changed_at, last_response = excluded.last_response",
+        watch,
+    )
 
 
 def add_watches(
