@@ -1,4 +1,4 @@
-"""``make bench``: the SPEC §8 scale and speed measurements, side by side in one run.
+"""``make bench``: the scale and speed measurements, side by side in one run.
 
 Every measurement runs real processes over loopback: a canned-response API
 server pinned to one CPU (``server.py``), and on the other CPU the client under

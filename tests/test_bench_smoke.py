@@ -33,8 +33,10 @@ def test_quick_bench_completes_and_prints_the_table(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     table = result.stdout
     for label in (
-        "bare aiohttp loop (denominator)",
+        "bare aiohttp loop, asyncio + json",
+        "bare aiohttp loop, uvloop + orjson",
         "blink-watcher: CPU per poll",
+        "blink-watcher without uvloop/orjson",
         "naive requests loop",
         "RSS per watch",
         "store writes on polls that changed nothing",

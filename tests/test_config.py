@@ -1018,3 +1018,104 @@ def test_state_directory_wins_over_the_system_layout(
     assert (
         load_config(etc / "config.toml").state_path == tmp_path / "run-state" / "blink-watcher.db"
     )
+
+
+# --- [[discover]] rules and [watch] max_watches ---------------------------------------
+
+DISCOVER_BASE = """
+[blink]
+workspace_id = "ws-1"
+"""
+
+
+def test_a_rule_with_its_defaults_and_the_cap(load: Load) -> None:
+    config = load(
+        DISCOVER_BASE
+        + """
+[watch]
+max_watches = 500
+
+[[discover]]
+name = "isolation"
+playbook_ids = ["pb-1", "pb-2"]
+start = "1h"
+
+[[discover]]
+name = "all-ops"
+workspace_id = "ws-ops"
+trigger_types = ["api"]
+"""
+    )
+    first, second = config.discover
+    assert (first.name, first.workspace_id, first.playbook_ids) == (
+        "isolation",
+        "ws-1",
+        ("pb-1", "pb-2"),
+    )
+    assert (first.start_back_s, first.interval_s, first.overlap_s) == (3600.0, 30.0, 120.0)
+    assert first.source == "discover:isolation"
+    assert (second.workspace_id, second.trigger_types, second.start_back_s) == (
+        "ws-ops",
+        ("api",),
+        0,
+    )
+    assert config.max_watches == 500
+
+
+def test_without_rules_nothing_is_discovered_and_the_cap_is_100000(load: Load) -> None:
+    config = load(DISCOVER_BASE)
+    assert config.discover == ()
+    assert config.max_watches == 100_000
+
+
+def test_a_malformed_start_names_its_key(fail: Fail) -> None:
+    error = fail(DISCOVER_BASE + '[[discover]]\nname = "r"\nstart = "yesterday"\n')
+    assert error.key == "discover[0].start"
+    assert "yesterday" in error.message
+
+
+def test_a_duplicate_name_names_its_key(fail: Fail) -> None:
+    error = fail(DISCOVER_BASE + '[[discover]]\nname = "r"\n[[discover]]\nname = "r"\n')
+    assert error.key == "discover[1].name"
+
+
+def test_a_rule_needs_a_name_a_workspace_and_known_keys(fail: Fail) -> None:
+    assert fail(DISCOVER_BASE + "[[discover]]\ninterval = 5\n").key == "discover[0].name"
+    assert fail('[[discover]]\nname = "r"\n').key == "discover[0].workspace_id"
+    assert (
+        fail(DISCOVER_BASE + '[[discover]]\nname = "r"\nplaybook = "x"\n').key
+        == "discover[0].playbook"
+    )
+    assert fail(DISCOVER_BASE + '[[discover]]\nname = "Bad Name"\n').key == "discover[0].name"
+    assert (
+        fail(DISCOVER_BASE + '[[discover]]\nname = "r"\ninterval = 0\n').key
+        == "discover[0].interval"
+    )
+    assert fail(DISCOVER_BASE + "[watch]\nmax_watches = 0\n").key == "watch.max_watches"
+
+
+def test_a_sink_takes_the_ending_events_unless_its_events_say_otherwise(load: Load) -> None:
+    config = load(
+        DISCOVER_BASE
+        + """
+[[sinks]]
+type = "log"
+
+[[sinks]]
+type = "log"
+name = "approvals"
+path = "approvals.jsonl"
+events = ["execution.state_changed"]
+states = ["Paused"]
+"""
+    )
+    default, approvals = config.sinks
+    assert "execution.finished" in default.events
+    assert "execution.state_changed" not in default.events
+    assert approvals.events == frozenset({"execution.state_changed"})
+
+
+def test_an_unknown_event_name_names_its_key(fail: Fail) -> None:
+    error = fail(DISCOVER_BASE + '[[sinks]]\ntype = "log"\nevents = ["execution.paused"]\n')
+    assert error.key == "sinks[0].events"
+    assert "execution.paused" in error.message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 
 import pytest
 
@@ -245,3 +246,33 @@ async def test_a_consumer_cancelled_after_being_woken_passes_the_item_on() -> No
     with contextlib.suppress(asyncio.CancelledError):
         await first
     assert await asyncio.wait_for(second, 5) == "item"
+
+
+@pytest.mark.parametrize("seed", range(8))
+async def test_pushes_and_pops_in_any_mix_come_out_earliest_first_ties_in_order(seed: int) -> None:
+    # Against a reference: sorted by (due, arrival). Due times repeat (ties),
+    # cluster in one bucket, spread over many, and arrive in and out of order.
+    rng = random.Random(seed)
+    queue: DueQueue[int] = DueQueue()
+    base = asyncio.get_running_loop().time() - 1000.0  # all due: pop never waits
+    waiting: list[tuple[float, int]] = []
+    popped: list[int] = []
+    expected: list[int] = []
+    choices = [round(rng.uniform(0, 5), 2) for _ in range(40)]
+    for n in range(3000):
+        if waiting and rng.random() < 0.45:
+            popped.append(await queue.pop())
+            waiting.sort()
+            expected.append(waiting.pop(0)[1])
+        else:
+            due = base + (rng.choice(choices) if rng.random() < 0.7 else rng.uniform(0, 500))
+            queue.push(due, n)
+            waiting.append((due, n))
+        assert len(queue) == len(waiting)
+    assert sorted(queue.items()) == sorted(n for _, n in waiting)
+    while waiting:
+        popped.append(await queue.pop())
+        waiting.sort()
+        expected.append(waiting.pop(0)[1])
+    assert popped == expected
+    assert queue.peek_due() is None

@@ -16,6 +16,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("BLINK_API_KEY", "example-key")
     monkeypatch.setenv("BLINK_WATCHER_WEBHOOK_SECRET", "whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    monkeypatch.setenv("BLINK_WATCHER_API_TOKEN", "watch-api-token")
     (tmp_path / "blink-api-key").write_text("file-key\n")
     (tmp_path / "webhook-secret").write_text("whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n")
     (tmp_path / "executions.txt").write_text("ex-from-file\n")
@@ -69,6 +70,8 @@ def test_every_commented_key_is_valid_and_shows_its_default(env: Path) -> None:
     config = uncommented(env)
 
     assert config.server is not None
+    assert config.server.api_token is not None
+    assert config.server.api_token.reveal() == "watch-api-token"
     assert config.blink.api_key is not None
     assert config.blink.api_key.reveal() == "file-key"
     webhook = config.sinks[1]

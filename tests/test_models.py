@@ -53,6 +53,7 @@ EVENT_FIELDS = {
     "observed_at",
     "net_runtime_ms",
     "polls",
+    "discovered_by",
 }
 
 
@@ -201,6 +202,7 @@ def test_event_to_dict_has_exactly_the_spec_fields() -> None:
         "observed_at": "2025-11-29T08:00:02.500Z",
         "net_runtime_ms": 1400,
         "polls": 3,
+        "discovered_by": None,
     }
 
 

@@ -88,10 +88,20 @@ class FakeStore:
     saved: list[WatchRow] = field(default_factory=list)
     forgotten: list[ExecutionKey] = field(default_factory=list)
     fail_last_response: int = 0  # raise StoreError this many times
+    full: asyncio.Event | None = None  # when set: room() waits for it (a writer behind)
+    waiting_for_room: int = 0
 
     def save_watch(self, row: WatchRow) -> None:
         self.saved.append(row)
         self.rows[row.key] = row
+
+    async def room(self) -> None:
+        if self.full is not None:
+            self.waiting_for_room += 1
+            try:
+                await self.full.wait()
+            finally:
+                self.waiting_for_room -= 1
 
     def forget_watch(self, key: ExecutionKey) -> None:
         self.forgotten.append(key)
@@ -802,3 +812,19 @@ async def test_the_interval_runs_from_poll_to_poll_not_from_the_answer(make: Mak
     assert due is not None
     assert answered_at > asked_at[0]
     assert due <= asked_at[0] + 3600.0  # from the poll's start, not from its answer
+
+
+async def test_a_poll_that_saved_waits_for_room_in_the_store_before_going_on(make: Make) -> None:
+    h = make({KEY: [running(), running(), state("Completed")]})
+    h.store.full = asyncio.Event()
+    h.sched.add(KEY)
+    h.start()
+    await until(lambda: h.store.waiting_for_room == 1, what="the poll to wait for room")
+    await settle()
+    # Held back: the first answer is saved, but no next poll while the writer is behind.
+    assert h.client.calls_for(KEY) == 1
+    assert len(h.store.saved) == 1
+    assert h.delays == []
+    h.store.full.set()
+    await h.until_done()
+    assert [e.state for e in h.on_event.events] == ["Completed"]

@@ -1,3 +1,5 @@
+"""``python -m watcher``: the same as the ``blink-watcher`` command."""
+
 from __future__ import annotations
 
 import sys

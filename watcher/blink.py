@@ -11,23 +11,27 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Final, Self
 from urllib.parse import quote
 
 import aiohttp
 import structlog
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from yarl import URL
 
 from watcher.config import BlinkConfig
+from watcher.discovery.page import ExecutionPage
 from watcher.errors import (
     ApiError,
     AuthError,
     PermanentApiError,
     TransientApiError,
 )
+from watcher.fastjson import loads
 from watcher.http import (
     USER_AGENT,
     Uniform,
@@ -44,6 +48,14 @@ from watcher.proxy import proxy_for
 from watcher.redact import scrub, scrub_bytes
 
 log = structlog.get_logger("watcher.blink")
+
+# What quote(..., safe="") leaves as it is: IDs made only of these need no quoting.
+_UNRESERVED: Final = re.compile(r"[A-Za-z0-9_.~-]*")
+
+
+def _quote(part: str) -> str:
+    return part if _UNRESERVED.fullmatch(part) else quote(part, safe="")
+
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -70,7 +82,7 @@ class RateLimiter:
         self.configured_rate = rate_per_s
         self.rate = rate_per_s
         self._clock = clock
-        self._sleep = sleep
+        self.sleep = sleep
         self._next_slot = 0.0
 
     def delay(self) -> float:
@@ -86,7 +98,7 @@ class RateLimiter:
     async def acquire(self) -> None:
         wait = self.delay()
         if wait > 0:
-            await self._sleep(wait)
+            await self.sleep(wait)
 
     def slow_down(self, retry_after_s: float | None) -> None:
         if self.configured_rate > 0:
@@ -124,26 +136,30 @@ class BlinkClient:
         self._secret = config.api_key.reveal()
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._params = {"withApplyView": "true"} if config.with_apply_view else None
+        self._query = "?withApplyView=true" if config.with_apply_view else ""
         self._timeout = aiohttp.ClientTimeout(total=config.request_timeout_s)
         # Resolved once: the base URL and the environment are fixed for this client's life.
         # Through a proxy an https request is a CONNECT tunnel: the proxy sees the host
         # and port, and the API key header only inside TLS (tests/integration/test_network.py).
         self.proxy = proxy_for(config.base_url)
         self._proxy_args, self._proxy_headers = proxy_request_args(self.proxy, config.base_url)
-        self._key_header = {"BLINK-API-KEY": self._secret}
+        # Per request only through a proxy: aiohttp sends a session's default headers
+        # to the proxy too, in clear on the CONNECT (tests/integration/test_network.py).
+        # Without one, a session default spares merging a header dict on every poll.
+        key_header = {"BLINK-API-KEY": self._secret}
+        self._key_header = key_header if self.proxy is not None else None
+        self._session_key_header = key_header if self.proxy is None else {}
 
     async def __aenter__(self) -> Self:
         if self._closed:
             raise RuntimeError("BlinkClient is closed")
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                # Not the API key: aiohttp sends a session's default headers to the
-                # proxy too, in clear on the CONNECT (tests/integration/test_network.py).
                 headers={
                     "accept": "application/json",
                     "user-agent": USER_AGENT,
                     **self._proxy_headers,
+                    **self._session_key_header,
                 },
                 connector=aiohttp.TCPConnector(
                     limit=self.config.max_concurrency, ttl_dns_cache=300
@@ -172,8 +188,7 @@ class BlinkClient:
 
     def url_for(self, key: ExecutionKey) -> str:
         ws, ex = key
-        base = self.config.base_url
-        return f"{base}/workspace/{quote(ws, safe='')}/executions/{quote(ex, safe='')}"
+        return f"{self.config.base_url}/workspace/{_quote(ws)}/executions/{_quote(ex)}"
 
     async def get_execution(self, key: ExecutionKey) -> Execution:
         """The execution, after up to ``retry_attempts`` tries on transient failures.
@@ -242,7 +257,9 @@ class BlinkClient:
         """One request, no retries: an ``Execution`` or an ``ApiError``."""
         if self._session is None:
             raise RuntimeError("BlinkClient is not open (use 'async with')")
-        await self.limiter.acquire()
+        wait = self.limiter.delay()  # acquire() inlined: no coroutine when there is no wait
+        if wait > 0:
+            await self.limiter.sleep(wait)
         started = time.monotonic()
         outcome = "transient"
         try:
@@ -267,17 +284,20 @@ class BlinkClient:
     async def _request(self, key: ExecutionKey) -> Execution:
         assert self._session is not None
         try:
+            # Quoted already: encoded=True spares yarl parsing and re-quoting it per poll.
+            url = URL(self.url_for(key) + self._query, encoded=True)
             async with self._session.get(
-                self.url_for(key),
-                params=self._params,
-                headers=self._key_header,
-                allow_redirects=False,
-                **self._proxy_args,
+                url, headers=self._key_header, allow_redirects=False, **self._proxy_args
             ) as resp:
                 status = resp.status
-                body = await self._read_capped(resp)
-                content_type = resp.headers.get("content-type", "").lower()
-                retry_after = resp.headers.get("retry-after")
+                length = resp.content_length
+                if length is not None and length <= self.config.max_response_bytes:
+                    body = await resp.read()  # the usual case, without another coroutine
+                else:
+                    body = await self._read_capped(resp)
+                if status != 200:
+                    content_type = resp.headers.get("content-type", "").lower()
+                    retry_after = resp.headers.get("retry-after")
         except TransientApiError:
             raise
         except TimeoutError:
@@ -312,7 +332,7 @@ class BlinkClient:
 
     def _parse(self, body: bytes) -> Execution:
         try:
-            obj: Any = json.loads(body)
+            obj: Any = loads(body)
         except (ValueError, RecursionError) as exc:  # also UnicodeDecodeError; deep nesting
             kind = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else "not JSON"
             raise TransientApiError(f"200 response body is {kind}", status=200) from None
@@ -352,3 +372,52 @@ class BlinkClient:
         # Belt and braces: an error page or exception text that echoes our own
         # request headers must not carry the key into a log line.
         return scrub(text, (self._secret,))
+
+    # --- the list endpoint (discovery) -----------------------------------------------------
+
+    async def list_executions(self, workspace_id: str, query: dict[str, Any]) -> ExecutionPage:
+        """One page of ``GET /workspace/{ws}/executions?q=RQL`` (docs/discovery.md).
+
+        The same global rate limit and retry policy as polls: discovery shares
+        the API budget. A 400 (a filter the API does not take) raises
+        ``PermanentApiError`` with Blink's message.
+        """
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.retry_attempts),
+            wait=self._tenacity_wait,
+            retry=retry_if_exception_type(TransientApiError),
+            sleep=self._sleep,
+            reraise=True,
+        )
+        page: ExecutionPage = await retrying(self._list_once, workspace_id, query)
+        return page
+
+    async def _list_once(self, workspace_id: str, query: dict[str, Any]) -> ExecutionPage:
+        if self._session is None:
+            raise RuntimeError("BlinkClient is not open (use 'async with')")
+        await self.limiter.acquire()
+        url = f"{self.config.base_url.rstrip('/')}/workspace/{quote(workspace_id, safe='')}"
+        try:
+            async with self._session.get(
+                url + "/executions",
+                params={"q": json.dumps(query, separators=(",", ":"))},
+                headers=self._key_header,
+                allow_redirects=False,
+                **self._proxy_args,
+            ) as resp:
+                status = resp.status
+                body = await self._read_capped(resp)
+                content_type = resp.headers.get("content-type", "").lower()
+                retry_after = resp.headers.get("retry-after")
+        except TimeoutError:
+            raise TransientApiError(
+                f"no answer within {self.config.request_timeout_s:g}s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise TransientApiError(self._scrub(connection_error_text(exc, self.proxy))) from None
+        if status != 200:
+            if status == 429:
+                self.limiter.slow_down(parse_retry_after(retry_after))
+            self._raise_for(status, body, content_type, retry_after)
+        self.limiter.recover()
+        return ExecutionPage.from_body(body)

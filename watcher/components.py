@@ -38,6 +38,8 @@ def register_secrets(config: Config) -> None:
     """Teach the scrubber every secret this config holds, before anything can log them."""
     if config.blink.api_key is not None:
         register_secret(config.blink.api_key.reveal())
+    if config.server is not None and config.server.api_token is not None:
+        register_secret(config.server.api_token.reveal())
     for sink in config.sinks:
         if isinstance(sink, WebhookSinkConfig):
             if sink.secret is not None:
@@ -115,7 +117,8 @@ async def plan_reload(
         sinks.append(sink)
     wanted = dict.fromkeys(new.executions)
     watched = list(watched)
-    removed = [k for k in watched if k not in wanted]
+    handed_over = await store.watch_sources()  # not the config's to drop (the watch API)
+    removed = [k for k in watched if k not in wanted and k not in handed_over]
     held = set(watched)
     candidates = [k for k in wanted if k not in held]
     reported = await store.reported_keys(candidates)

@@ -23,7 +23,7 @@ from watcher.config import accepts
 from watcher.duequeue import DueQueue, work_off
 from watcher.errors import DeliveryError, StoreError
 from watcher.http import backoff_delay
-from watcher.models import DeliveryRow, Event, EventRecord, ExecutionKey, key_fields
+from watcher.models import DeliveryRow, Event, EventRecord, ExecutionKey, WatchRow, key_fields
 from watcher.sinks import Sink
 from watcher.store import StateStore
 
@@ -97,7 +97,7 @@ class Outbox:
 
     # --- intake ---------------------------------------------------------------------------
 
-    async def publish(self, event: Event) -> list[str]:
+    async def publish(self, event: Event, watch: WatchRow | None = None) -> list[str]:
         """Store ``event`` with one pending delivery per accepting sink, then start them.
 
         Returns the names of those sinks. The event and its deliveries are
@@ -107,13 +107,16 @@ class Outbox:
         sinks = [
             lane.sink.name
             for lane in self._lanes.values()
-            if accepts(lane.sink.config, event.state)
+            if accepts(lane.sink.config, event.state, event.event)
         ]
         body = event.to_json()
         record = EventRecord(
             event.event_id, event.key, event.event, event.state, body, event.observed_at_s
         )
-        await self._store.record_event(record, sinks)
+        if watch is not None:  # a state change: stored with the watch's new state
+            await self._store.record_change(record, sinks, watch)
+        else:
+            await self._store.record_event(record, sinks)
         self.enqueue(event.event_id, body, sinks, event.key)
         return sinks
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -85,6 +86,17 @@ class Metrics:
             registry=r,
         )
         self._dead_sinks: set[str] = set()
+        # Label children, looked up once each: labels() costs microseconds per call,
+        # and every event and delivery moves one of these.
+        self._event_children: dict[tuple[str, str], Any] = {}
+        self._delivery_children: dict[tuple[str, str], Any] = {}
+
+        self.watch_api_requests = Counter(
+            "blink_watcher_watch_api_requests",
+            "Requests to the daemon's own watch API (/v1), by route and status.",
+            ["route", "status"],
+            registry=r,
+        )
 
     def set_dead_letters(self, counts: dict[str, int]) -> None:
         """Set the gauge from the store's counts; a sink with none shows 0."""
@@ -93,6 +105,9 @@ class Metrics:
         for sink, count in counts.items():
             self.dead_letters.labels(sink).set(count)
         self._dead_sinks |= counts.keys()
+
+    def watch_api_request(self, route: str, status: int) -> None:
+        self.watch_api_requests.labels(route, str(status)).inc()
 
     def reload(self, result: str) -> None:
         self.reloads.labels(result).inc()
@@ -103,13 +118,22 @@ class Metrics:
         self._latency_sum += seconds
 
     def delivery(self, sink: str, result: str) -> None:
-        self.deliveries.labels(sink, result).inc()
+        child = self._delivery_children.get((sink, result))
+        if child is None:
+            child = self._delivery_children[sink, result] = self.deliveries.labels(sink, result)
+        child.inc()
         if result == "dead":
             self.dead_letters.labels(sink).inc()
             self._dead_sinks.add(sink)
 
     def event(self, event: str, state: str | None) -> None:
-        self.events.labels(event, state or "").inc()
+        labels = (event, state or "")
+        child = self._event_children.get(labels)
+        if child is None:
+            if len(self._event_children) >= 1000:  # states come from the API: stay bounded
+                self._event_children.clear()
+            child = self._event_children[labels] = self.events.labels(*labels)
+        child.inc()
 
     def bind(
         self,

@@ -6,6 +6,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Final, Literal, TypeAlias
 
 WorkspaceId: TypeAlias = str
@@ -14,8 +15,13 @@ ExecutionId: TypeAlias = str
 ExecutionKey: TypeAlias = tuple[WorkspaceId, ExecutionId]
 
 EventType = Literal[
-    "execution.finished", "execution.not_found", "execution.invalid", "execution.watch_timeout"
+    "execution.finished",
+    "execution.not_found",
+    "execution.invalid",
+    "execution.watch_timeout",
+    "execution.state_changed",  # mid-run, for the sinks that ask for it
 ]
+# The ending events: exactly one of them per watch.
 EVENT_TYPES: Final[tuple[EventType, ...]] = (
     "execution.finished",
     "execution.not_found",
@@ -58,7 +64,7 @@ def _int_map(value: object) -> dict[str, int]:
         return {}
     out: dict[str, int] = {}
     for k, v in value.items():
-        n = _int(v)
+        n = v if type(v) is int else _int(v)
         if n is not None:
             out[str(k)] = n
     return out
@@ -90,22 +96,27 @@ class Execution:
     @classmethod
     def from_api(cls, obj: dict[str, Any]) -> Execution:
         """Parse a decoded 200 body; unknown fields are ignored."""
+        # Runs on every poll, so the usual case (absent, or of the right type) is
+        # tested inline and only anything else goes through the lenient helpers.
+        # ``type(v) is int`` is False for a JSON true: it never passes for a number.
         g = obj.get
+        errors = g("error_details")
+        steps = g("step_results")
         return cls(
-            state=_str(g("state")),
-            state_ui=_str(g("state_ui")),
-            duration_ms=_int(g("duration")),
-            net_runtime_ms=_int(g("net_runtime_ms")),
-            error_details=_str_map(g("error_details")),
-            step_results=_int_map(g("step_results")),
-            id=_str(g("id")),
-            workspace_id=_str(g("workspace_id")),
-            playbook_id=_str(g("playbook_id")),
-            playbook_name=_str(g("playbook_name")),
-            display_name=_str(g("display_name")),
-            execution_number=_int(g("execution_number")),
-            started_at=_int(g("started_at")),
-            finished_at=_int(g("finished_at")),
+            state=v if type(v := g("state")) is str else None,
+            state_ui=v if type(v := g("state_ui")) is str else None,
+            duration_ms=v if type(v := g("duration")) is int or v is None else _int(v),
+            net_runtime_ms=v if type(v := g("net_runtime_ms")) is int or v is None else _int(v),
+            error_details=_str_map(errors) if errors else {},
+            step_results=_int_map(steps) if steps else {},
+            id=v if type(v := g("id")) is str else None,
+            workspace_id=v if type(v := g("workspace_id")) is str else None,
+            playbook_id=v if type(v := g("playbook_id")) is str else None,
+            playbook_name=v if type(v := g("playbook_name")) is str else None,
+            display_name=v if type(v := g("display_name")) is str else None,
+            execution_number=v if type(v := g("execution_number")) is int or v is None else _int(v),
+            started_at=v if type(v := g("started_at")) is int or v is None else _int(v),
+            finished_at=v if type(v := g("finished_at")) is int or v is None else _int(v),
         )
 
     @property
@@ -134,6 +145,7 @@ class Execution:
         return {k: v for k, v in record.items() if v not in (None, {})}
 
 
+@lru_cache(maxsize=1024)  # asked several times per event (store, outbox, sinks)
 def event_id_for(key: ExecutionKey, event: EventType) -> str:
     """Stable for (workspace, execution, event): identical across retries and restarts."""
     digest = hashlib.sha256(f"{key[0]}\x00{key[1]}\x00{event}".encode()).hexdigest()
@@ -155,14 +167,23 @@ class Event:
     execution: Execution | None
     observed_at_s: float
     polls: int
+    discovered_by: str | None = None  # the [[discover]] rule that found it, if one did
+    previous_state: str | None = None  # execution.state_changed only
 
     @property
     def event_id(self) -> str:
+        if self.event == "execution.state_changed":
+            # One per change: the poll that saw it is committed with it, so a
+            # restart resumes past it and never sees the same change again.
+            digest = hashlib.sha256(
+                f"{self.key[0]}\x00{self.key[1]}\x00{self.event}\x00{self.polls}".encode()
+            ).hexdigest()
+            return f"evt_{digest[:32]}"
         return event_id_for(self.key, self.event)
 
     def to_dict(self) -> dict[str, Any]:
         ex = self.execution or Execution()
-        return {
+        body: dict[str, Any] = {
             "event": self.event,
             "event_id": self.event_id,
             "execution_id": self.key[1],
@@ -180,7 +201,11 @@ class Event:
             "observed_at": rfc3339(self.observed_at_s),
             "net_runtime_ms": ex.net_runtime_ms,
             "polls": self.polls,
+            "discovered_by": self.discovered_by,
         }
+        if self.event == "execution.state_changed":
+            body["previous_state"] = self.previous_state
+        return body
 
     def to_json(self) -> bytes:
         """The exact bytes every sink delivers (and the webhook signature covers)."""
@@ -207,6 +232,16 @@ class WatchRow:
     first_seen_at: float
     changed_at: float
     last_response: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """How an execution was reported: its one ending event (kept after retention)."""
+
+    event_id: str
+    event: str
+    state: str | None
+    reported_at: float  # unix seconds the event was produced
 
 
 @dataclass(frozen=True, slots=True)

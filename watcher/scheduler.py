@@ -42,11 +42,18 @@ class Fetcher(Protocol):
 
 class WatchStore(Protocol):
     def save_watch(self, row: WatchRow) -> None: ...
+    async def room(self) -> None: ...  # backpressure: wait while the write backlog is full
     def forget_watch(self, key: ExecutionKey) -> None: ...
     async def last_response(self, key: ExecutionKey) -> dict[str, object] | None: ...
 
 
 EventHandler = Callable[[Event], Awaitable[None]]
+# A state change, with the watch's new state to store in the same transaction.
+ChangeHandler = Callable[[Event, WatchRow], Awaitable[None]]
+
+
+async def _no_change_handler(event: Event, row: WatchRow) -> None:
+    raise AssertionError("state_events is on without a change handler")
 
 
 class Watch:
@@ -93,17 +100,23 @@ class Scheduler:
         concurrency: int,
         wall: Callable[[], float] = time.time,
         rng: Callable[[], float] = random.random,
+        on_change: ChangeHandler | None = None,
     ) -> None:
         self.poll = poll
         self.client = client
         self.concurrency = concurrency
         self._store = store
         self._on_event = on_event
+        self._on_change = on_change or _no_change_handler
+        # Whether any sink takes execution.state_changed (else none is produced).
+        self.state_events = on_change is not None
         self._wall = wall
         self._rng = rng
         self._due: DueQueue[Watch] = DueQueue()
         self._watches: dict[ExecutionKey, Watch] = {}
         self._unknown_states: set[str] = set()
+        # Which [[discover]] rule found a watch (its events say so); only those are here.
+        self.discovered_by: dict[ExecutionKey, str] = {}
         self.auth_failing = False
         self.last_ok_at: float | None = None
         self.finished = 0
@@ -191,30 +204,25 @@ class Scheduler:
         # cadence, or a result would wait longer than one interval to be seen.
         started = asyncio.get_running_loop().time()
         try:
-            delay = await self._poll_once(watch)
+            # One coroutine per poll, not two: this is the hot path.
+            try:
+                execution = await self.client.get_execution(watch.key)
+            except TransientApiError as exc:
+                delay = await self._after_failure(watch, exc)
+            except AuthError as exc:
+                delay = self._after_auth_error(watch, exc)
+            except PermanentApiError as exc:
+                delay = await self._after_permanent(watch, exc)
+            else:
+                delay = await self._after_response(watch, execution)
         except Exception:
-            # work_off's handler must not raise: a bug (say in on_event) costs one poll.
+            # work_off's handler must not raise: a bug (in the client, or say in
+            # on_event) costs one poll, not the daemon; the watch is slowed down.
             log.exception("poll.crashed", **key_fields(watch.key))
             delay = self.poll.max_interval_s
         finally:
             if delay is not None and watch.active:
                 self._schedule(watch, delay, started)
-
-    async def _poll_once(self, watch: Watch) -> float | None:
-        """Poll once; the delay until the next poll, or None when the watch ended."""
-        try:
-            execution = await self.client.get_execution(watch.key)
-        except TransientApiError as exc:
-            return await self._after_failure(watch, exc)
-        except AuthError as exc:
-            return self._after_auth_error(watch, exc)
-        except PermanentApiError as exc:
-            return await self._after_permanent(watch, exc)
-        except Exception:
-            # A bug must cost one poll, not the daemon: keep the watch, slow it down.
-            log.exception("poll.crashed", **key_fields(watch.key))
-            return self.poll.max_interval_s
-        return await self._after_response(watch, execution)
 
     async def _after_response(self, watch: Watch, execution: Execution) -> float | None:
         if not watch.active:
@@ -230,20 +238,54 @@ class Scheduler:
             if state is not None:
                 state = sys.intern(state)  # 100,000 watches share a handful of strings
             log.debug("execution.state", **key_fields(watch.key), state=state, was=watch.state)
-            watch.state = state
-            watch.level = 0
-            self._store.save_watch(
-                WatchRow(
-                    watch.key, state, watch.polls, watch.first_seen_at, now, execution.to_record()
-                )
+            row = WatchRow(
+                watch.key, state, watch.polls, watch.first_seen_at, now, execution.to_record()
             )
+            previous, watch.state = watch.state, state
+            watch.level = 0
+            if self.state_events and state != previous:
+                if not await self._changed(watch, previous, execution, row, now):
+                    watch.state = previous  # not stored: seen again by the next poll
+                    return self.poll.max_interval_s
+            else:
+                self._store.save_watch(row)
             if state is not None and state.casefold() not in KNOWN_ACTIVE_STATES:
                 self._note_unknown(watch, state)
+            # While the writer is behind, this poll waits for it: a slow disk slows
+            # the polling down instead of growing the queued writes without bound.
+            await self._store.room()
         elif self.poll.interval_s * self.poll.backoff**watch.level < self.poll.max_interval_s:
             watch.level += 1
         if now >= watch.first_seen_at + self.poll.max_watch_s:
             return await self._finish(watch, "execution.watch_timeout", watch.state, execution)
         return poll_delay_s(self.poll, watch.level, self._rng)
+
+    async def _changed(
+        self,
+        watch: Watch,
+        previous: str | None,
+        execution: Execution,
+        row: WatchRow,
+        now: float,
+    ) -> bool:
+        """Publish ``execution.state_changed`` with the watch's new state; False if unstored."""
+        event = Event(
+            "execution.state_changed",
+            watch.key,
+            watch.state,
+            execution,
+            now,
+            watch.polls,
+            self.discovered_by.get(watch.key),
+            previous_state=previous,
+        )
+        try:
+            await self._on_change(event, row)
+        except StoreError as exc:
+            watch.polls -= 1  # the change is found again by the next poll, under the same id
+            log.error("event.store_failed", **key_fields(watch.key), reason=str(exc))
+            return False
+        return True
 
     def _answered(self, now: float) -> None:
         self.last_ok_at = now
@@ -305,9 +347,10 @@ class Scheduler:
                 **key_fields(watch.key),
                 status=exc.status,
                 reason=str(exc),
-                action="fix the API key, then reload if blink.api_key_file names a plain file, "
-                "or restart if the key comes from the environment or a systemd credential "
-                "(both are read only at start); polling continues at poll.max_interval",
+                action="replace the API key, then restart (systemctl restart blink-watcher): "
+                "systemd copies credentials and the environment is read only at start; "
+                "a reload will do only for a blink.api_key_file read directly, outside "
+                "systemd's credentials; polling continues at poll.max_interval",
             )
         return self.poll.max_interval_s
 
@@ -349,7 +392,15 @@ class Scheduler:
                 # Not-found, invalid and timed-out watches carry what we last saw.
                 stored = await self._store.last_response(watch.key)
                 execution = None if stored is None else Execution.from_api(stored)
-            event = Event(kind, watch.key, state, execution, self._wall(), watch.polls)
+            event = Event(
+                kind,
+                watch.key,
+                state,
+                execution,
+                self._wall(),
+                watch.polls,
+                self.discovered_by.get(watch.key),
+            )
             await self._on_event(event)
         except StoreError as exc:
             # Not stored means not produced: poll again later rather than lose it.
@@ -357,6 +408,7 @@ class Scheduler:
             return self.poll.max_interval_s
         if self._watches.get(watch.key) is watch:
             del self._watches[watch.key]
+            self.discovered_by.pop(watch.key, None)
         watch.active = False
         self.finished += 1
         self._check_done()

@@ -1,4 +1,4 @@
-"""The optional HTTP listener: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``."""
+"""The optional HTTP listener: ``/metrics`` (Prometheus), ``/healthz``, ``/readyz``, ``/v1``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from watcher.api import MAX_BODY, WatchApi, auth_middleware
 from watcher.config import ServerConfig
 
 if TYPE_CHECKING:
@@ -37,7 +38,12 @@ def build_app(service: Service) -> web.Application:
             content_type="application/json",
         )
 
-    app = web.Application()
+    # client_max_size: a larger body is refused (413) without being read further.
+    app = web.Application(
+        middlewares=[auth_middleware(service, service.metrics.watch_api_request)],
+        client_max_size=MAX_BODY,
+    )
+    WatchApi(service).add_routes(app.router)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -17,7 +17,7 @@ from typing import Any, Final, Literal, Protocol
 
 import structlog
 
-from watcher import logs
+from watcher import chores, logs
 from watcher.blink import BlinkClient
 from watcher.components import (
     ClientFactory,
@@ -29,11 +29,14 @@ from watcher.components import (
     register_secrets,
 )
 from watcher.config import Config, load_config
+from watcher.config.model import wants_state_changes
 from watcher.delivery import Outbox
+from watcher.discovery.manager import Discovery
+from watcher.discovery.metrics import DiscoveryCollector
 from watcher.errors import EX_CONFIG, ConfigError, NewerSchemaError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
-from watcher.models import Event, key_fields
+from watcher.models import Event, WatchRow, key_fields
 from watcher.scheduler import Scheduler
 from watcher.sinks import build_sink
 from watcher.store import StateStore, Store
@@ -94,6 +97,7 @@ class Service:
         self.scheduler: Scheduler
         self.outbox: Outbox
         self.client: BlinkClient
+        self.discovery: Discovery
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._tg: asyncio.TaskGroup | None = None
         # Called with each event once it is stored (the demo's live view listens here).
@@ -175,11 +179,23 @@ class Service:
             self.store,
             self._on_event,
             concurrency=config.blink.max_concurrency,
+            on_change=self._on_event,
+        )
+        self.scheduler.state_events = wants_state_changes(config.sinks)
+        self.discovery = Discovery(
+            client=lambda: self.client,
+            store=self.store,
+            scheduler=self.scheduler,
+            max_watches=lambda: self.config.max_watches,
+            spawn=self._start_task,
         )
         # In its own frame: this frame lives as long as the daemon, and the
         # start-up maps (100,000 stored rows) must not.
-        counts = await self._resume()
-        self._bind_metrics()
+        counts = await chores.resume(
+            config, self.store, self.scheduler, self.outbox, self.discovery
+        )
+        chores.bind_metrics(self.metrics, self.scheduler, self.outbox, lambda: self.client)
+        self.metrics.registry.register(DiscoveryCollector(lambda: self.discovery.runners))
         self.metrics.set_dead_letters(await self.store.dead_letters())
         log.info("service.started", **counts, state_path=str(config.state_path))
         for warning in config.warnings:
@@ -196,36 +212,10 @@ class Service:
         self.notifier.ready(self.status_text())
         return True
 
-    async def _resume(self) -> dict[str, int]:
-        """Schedule the configured watches, resuming stored ones; counts for the log."""
-        executions = self.config.executions
-        reported = await self.store.reported_keys(executions)
-        # Each key once, as the config spelled it: watches share the config's
-        # tuples instead of holding copies of the strings the store returns.
-        todo = {k: k for k in executions if k not in reported}
-        already_finished = len(executions) - len(todo)
-        del reported
-        resumed = 0
-        async for rows in self.store.watch_batches():
-            for ws, ex, state, polls, first_seen_at in rows:
-                key = todo.pop((ws, ex), None)
-                if key is None:  # left the config while the daemon was down
-                    self.store.forget_watch((ws, ex))
-                    continue
-                self.scheduler.resume(key, state, polls, first_seen_at)
-                resumed += 1
-        self.scheduler.add_many(list(todo), {})
-        restored = self.outbox.restore(await self.store.open_deliveries())
-        return {
-            "watching": len(self.scheduler),
-            "resumed": resumed,
-            "already_finished": already_finished,
-            "pending_deliveries": restored,
-        }
-
-    def _start_task(self, name: str, coro: Coroutine[Any, Any, Any]) -> None:
+    def _start_task(self, name: str, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         assert self._tg is not None
-        self._tasks[name] = self._tg.create_task(coro, name=name)
+        task = self._tasks[name] = self._tg.create_task(coro, name=name)
+        return task
 
     async def _supervise(self) -> int:
         try:
@@ -235,8 +225,19 @@ class Service:
                 self._start_task("outbox", self.outbox.run())
                 self._start_task("watchdog", self.notifier.watchdog())
                 self._start_task("status", self._report_status())
-                self._start_task("retention", self._retention())
-                self._start_task("outside changes", self._outside_changes())
+                self._start_task(
+                    "retention",
+                    chores.prune(
+                        self.store, lambda: self.config.keep_reported_s, self._prune_every_s
+                    ),
+                )
+                self._start_task(
+                    "outside changes",
+                    chores.pick_up_outside_changes(
+                        self.store, self.outbox, self.metrics, self._outside_every_s
+                    ),
+                )
+                self.discovery.start(self.config.discover)
                 if self.exit_when_done:
                     self._start_task("done", self._done_watcher())
                 while True:
@@ -286,36 +287,11 @@ class Service:
         while True:
             await self.scheduler.all_done.wait()
             await self.outbox.idle.wait()
-            if self.scheduler.all_done.is_set() and self.outbox.idle.is_set():
+            settled = self.discovery.settled()  # every rule listed to the end once
+            if self.scheduler.all_done.is_set() and self.outbox.idle.is_set() and settled:
                 self._commands.put_nowait("done")
                 return
-            await asyncio.sleep(0)
-
-    async def _outside_changes(self) -> None:
-        """Pick up deliveries another process re-queued (``deliveries --retry-dead``)."""
-        await self.store.changed_elsewhere()  # the baseline
-        while True:
-            await asyncio.sleep(self._outside_every_s)
-            try:
-                if not await self.store.changed_elsewhere():
-                    continue
-                requeued = self.outbox.restore(await self.store.open_deliveries())
-                self.metrics.set_dead_letters(await self.store.dead_letters())
-            except StoreError as exc:
-                log.warning("store.read_failed", reason=str(exc))
-                continue
-            if requeued:
-                log.info("delivery.requeued", deliveries=requeued, by="another process")
-
-    async def _retention(self) -> None:
-        """Prune reported history past ``state.keep_reported`` (docs/contract.md, "Retention")."""
-        while True:
-            try:
-                await self.store.prune(self.config.keep_reported_s)
-            except StoreError as exc:
-                # The disk is in trouble; the store says so on /readyz. Try again later.
-                log.warning("store.prune_failed", reason=str(exc))
-            await asyncio.sleep(self._prune_every_s)
+            await asyncio.sleep(0 if settled else 0.05)
 
     async def _report_status(self) -> None:
         while True:
@@ -333,8 +309,8 @@ class Service:
 
     # --- events ---------------------------------------------------------------------------
 
-    async def _on_event(self, event: Event) -> None:
-        sinks = await self.outbox.publish(event)
+    async def _on_event(self, event: Event, watch: WatchRow | None = None) -> None:
+        sinks = await self.outbox.publish(event, watch)
         self.metrics.event(event.event, event.state)
         for listener in self.listeners:
             listener(event)
@@ -386,6 +362,7 @@ class Service:
             )
             stack.pop_all()  # built: from here on the plan's pieces belong to the daemon
         self._apply(plan)
+        await self.discovery.apply(plan.config.discover)
         self.metrics.reload("ok")
         log.info(
             "config.reloaded",
@@ -409,6 +386,7 @@ class Service:
             if self.scheduler.auth_failing:  # perhaps a fixed key: find out now
                 self._start_task("probe", self.scheduler.probe())
         self.scheduler.poll = new.poll
+        self.scheduler.state_events = wants_state_changes(new.sinks)
         if new.blink.max_concurrency != self.scheduler.concurrency:
             self.scheduler.concurrency = new.blink.max_concurrency
             self._tasks.pop("scheduler").cancel()  # polls in flight put their watch back
@@ -431,20 +409,6 @@ class Service:
         self._tg.create_task(close(), name=f"close {type(resource).__name__}")
 
     # --- observability --------------------------------------------------------------------
-
-    def _bind_metrics(self) -> None:
-        def oldest_age() -> float:
-            oldest = self.outbox.oldest_pending_at()
-            return 0.0 if oldest is None else max(0.0, time.time() - oldest)
-
-        self.metrics.bind(
-            watching=lambda: len(self.scheduler),
-            finished=lambda: self.scheduler.finished,
-            rate_limit=lambda: self.client.limiter.rate,
-            last_ok=lambda: self.scheduler.last_ok_at or 0.0,
-            outbox_depth=lambda: self.outbox.outstanding,
-            oldest_pending_age=oldest_age,
-        )
 
     def readiness(self) -> tuple[bool, str]:
         """(ready, reason) for /readyz."""

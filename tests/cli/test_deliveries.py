@@ -50,3 +50,11 @@ def test_the_json_form_keeps_the_whole_error_and_a_next_attempt_only_while_pendi
     assert pending["next_attempt_at"] is not None
     assert (pending["workspace_id"], pending["execution_id"]) == ("ws-main", "ex-1")
     assert delivery_dict(row("chatops", "dead", error, 1))["next_attempt_at"] is None
+
+
+def test_on_a_narrow_terminal_the_last_error_gives_way_with_an_ellipsis() -> None:
+    error = "HTTP 503 from https://hooks.example.net:443: service unavailable, retrying"
+    lines = delivery_table([row("chatops", "pending", error, 42)], NOW_S, width=80).split("\n")
+    assert all(len(line) <= 80 for line in lines)
+    assert lines[1].startswith("ws-main/ex-1  chatops  pending")
+    assert lines[1].endswith("...")

@@ -102,3 +102,14 @@ def test_colour_follows_the_tty_and_no_color(monkeypatch: pytest.MonkeyPatch) ->
     assert not LiveTable(io.StringIO()).tty  # a StringIO is no terminal
     monkeypatch.setenv("NO_COLOR", "1")
     assert not LiveTable(io.StringIO(), tty=True).color
+
+
+def test_on_an_80_column_tty_the_summary_fits_and_keeps_every_column() -> None:
+    out = io.StringIO()
+    table = LiveTable(out, tty=True, color=False, size=(80, 40))
+    table.update([DONE])
+    table.finish(events())
+    summary = out.getvalue().split("\x1b[J", 1)[1].replace("\x1b[?25h", "")
+    lines = summary.rstrip("\n").split("\n")
+    assert all(len(line) < 80 for line in lines)
+    assert lines[0].split()[:4] == ["EXECUTION", "PLAYBOOK", "STATE", "DURATION"]

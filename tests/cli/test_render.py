@@ -100,3 +100,40 @@ def test_table_colours_only_when_asked_and_cuts_lines_to_the_width() -> None:
         "ws/ex-1  Done  1  a",
         "a footer longer than",
     ]
+
+
+def test_a_table_too_wide_shortens_the_least_useful_column_first_with_an_ellipsis() -> None:
+    columns = [
+        Column("KEY"),
+        Column("NAME", shrink=2),
+        Column("N", right=True),
+        Column("NOTE", shrink=1),
+    ]
+    rows = [["ws/ex-1", "Quarantine suspicious email", "12", "a long note that will not fit"]]
+    full = table(columns, rows).split("\n")
+    assert len(full[1]) == 7 + 2 + 27 + 2 + 2 + 2 + 29
+
+    # 20 characters too wide: NOTE gives them all up and says it was cut.
+    lines = table(columns, rows, width=len(full[1]) - 20).split("\n")
+    assert lines[1] == "ws/ex-1  Quarantine suspicious email  12  a long..."
+    # Narrower still: NOTE stops at its floor, then NAME gives up width too;
+    # the key and the number, which people read whole, are never cut.
+    lines = table(columns, rows, width=40).split("\n")
+    assert lines[1] == "ws/ex-1  Quarantine sus...  12  a lon..."
+    assert all(len(line) <= 40 for line in lines)
+    assert lines[0].split() == ["KEY", "NAME", "N", "NOTE"]
+
+
+def test_a_table_that_fits_is_not_shortened() -> None:
+    columns = [Column("KEY"), Column("NOTE", shrink=1)]
+    rows = [["ws/ex-1", "short"]]
+    assert table(columns, rows, width=80) == table(columns, rows)
+
+
+def test_when_shortening_is_not_enough_the_least_useful_column_is_left_out() -> None:
+    columns = [Column("KEY"), Column("NAME", shrink=2), Column("NOTE", shrink=1)]
+    rows = [["ws/0123456789abcdef", "Quarantine suspicious email", "a long note"]]
+    # At their floors (8) both would need 39 columns: NOTE goes, and the room
+    # it frees goes back to NAME.
+    lines = table(columns, rows, width=32).split("\n")
+    assert lines == ["KEY                  NAME", "ws/0123456789abcdef  Quaranti..."]

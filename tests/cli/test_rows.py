@@ -75,7 +75,7 @@ def test_summary_shows_playbook_state_duration_failed_steps_and_the_first_error(
     text = render_summary(events())
     squeezed = [re.sub(r" {2,}", " | ", line) for line in text.split("\n")]
     assert squeezed == [
-        "EXECUTION | PLAYBOOK | STATE | DURATION | FAILED/STEPS | ERROR",
+        "EXECUTION | PLAYBOOK | STATE | DURATION | FAILED | ERROR",
         "ws/ex-1 | Isolate compromised host | Failed | 4.2s | 1/7 | "
         "CrowdStrike API returned 403: API client lacks the Hosts:...",
         "ws/ex-2 | - | not found | - | - | HTTP 404: no such execution in this workspace",
@@ -84,3 +84,22 @@ def test_summary_shows_playbook_state_duration_failed_steps_and_the_first_error(
         "4 executions: 1 Failed, 1 not found, 2 completed",
     ]
     assert len(squeezed[1].rsplit(" | ", 1)[1]) == 60  # the error is truncated
+
+
+def test_the_summary_fits_80_columns_shortening_the_error_and_not_the_numbers() -> None:
+    text = render_summary(events(), width=79)
+    lines = text.split("\n")
+    assert all(len(line) <= 79 for line in lines)
+    assert lines[0].split() == ["EXECUTION", "PLAYBOOK", "STATE", "DURATION", "FAILED", "ERROR"]
+    failed = next(line for line in lines if "Failed" in line)
+    assert failed.rstrip().endswith("...")
+    assert render_summary(events()) == render_summary(events(), width=None)  # a pipe: whole
+
+
+def test_the_live_table_at_80_columns_keeps_elapsed_and_polls() -> None:
+    long_key = Row(("ws-demo", "01HZZX1ENR1CHPH1SH1NG00001"), "Running", 3, 4.2, "P" * 60)
+    lines = render_table([long_key, DONE], width=79).split("\n")
+    assert all(len(line) <= 79 for line in lines)
+    assert lines[0].split()[-2:] == ["ELAPSED", "POLLS"]
+    assert lines[1].endswith("4.2s      3")
+    assert "01HZZX1ENR1CHPH1SH1NG00001" in lines[1]  # the key, which people copy, is whole

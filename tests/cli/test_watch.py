@@ -323,7 +323,7 @@ async def test_cli_all_completed_exits_0(sim: Simulator) -> None:
     ]
     assert lines[5:] == [
         "",
-        "EXECUTION  PLAYBOOK  STATE  DURATION  FAILED/STEPS  ERROR",
+        "EXECUTION  PLAYBOOK  STATE  DURATION  FAILED  ERROR",
         "ws-main/ok-1  Enrich phishing IOC  Completed  T  0/5",
         "ws-main/ok-2  Rotate IAM keys  completed  T  0/6",
         "2 executions: 2 Completed",
@@ -353,7 +353,7 @@ async def test_cli_an_execution_that_is_not_found_exits_1(sim: Simulator) -> Non
     assert normalized(result.out) == [
         "ws-main/no-such-execution  not found  (poll 3, T)",  # after not_found_grace 404s
         "",
-        "EXECUTION  PLAYBOOK  STATE  DURATION  FAILED/STEPS  ERROR",
+        "EXECUTION  PLAYBOOK  STATE  DURATION  FAILED  ERROR",
         "ws-main/no-such-execution  -  not found  -  -  "
         "HTTP 404: no such execution in this workspace",
         "1 execution: 1 not found",

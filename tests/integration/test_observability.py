@@ -155,3 +155,42 @@ async def test_status_shows_every_watch_the_daemon_holds_even_without_an_answer(
         assert (await daemon.finish()).returncode == 0
         after = await (await start_daemon("status", "-c", str(config))).finish()
         assert "daemon: not running on this file" in after.stdout
+
+
+async def test_a_reload_with_a_fixed_key_file_turns_ready_without_waiting_for_the_next_poll(
+    tmp_path: Path, start_daemon: Any
+) -> None:
+    port = free_port()
+    key_file = tmp_path / "blink-api-key"
+    key_file.write_text("a-mistyped-key\n")
+    async with Simulator(api_key=API_KEY, scripts=SCRIPTS) as sim, aiohttp.ClientSession() as http:
+        config = write_config(
+            tmp_path / "config.toml",
+            sim,
+            ["running"],
+            blink={"api_key_file": str(key_file)},
+            # After a 401 the next poll is an hour away: only the reload's probe can tell.
+            poll={"interval": 3600, "max_interval": 3600},
+            extra=f'[server]\nlisten = "127.0.0.1:{port}"',
+        )
+        daemon = await start_daemon("run", "-c", str(config))
+
+        async def readyz(status: int) -> bool:
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    return resp.status == status
+            except aiohttp.ClientConnectionError:
+                return False
+
+        await until(lambda: daemon.logged("api.auth_failed"), what="api.auth_failed")
+        assert await readyz(503)
+        key_file.write_text(API_KEY + "\n")
+        daemon.signal(signal.SIGHUP)
+
+        await until(lambda: readyz(200), limit_s=15, what="/readyz 200 after the reload")
+        daemon.signal(signal.SIGTERM)
+        run = await daemon.finish()
+        assert run.returncode == 0
+        assert run.diag("api.auth_recovered")
+        assert sim.auth_failures == 1  # the first poll; the probe carried the new key
+        run.assert_no_secrets()

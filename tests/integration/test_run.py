@@ -84,6 +84,7 @@ EVENT_FIELDS = {
     "event", "event_id", "execution_id", "workspace_id", "state", "duration", "error_details",
     "step_results", "playbook_id", "playbook_name", "display_name", "execution_number",
     "started_at", "finished_at", "observed_at", "net_runtime_ms", "polls",
+    "discovered_by",
 }  # fmt: skip
 
 

@@ -348,7 +348,7 @@ class FlakyDisk:
 async def test_failed_background_writes_are_kept_and_retried(
     store: Store, db_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watcher.store.sqlite._RETRY_MIN_S", 0.001)
+    monkeypatch.setattr("watcher.store.queue._RETRY_MIN_S", 0.001)
     disk = FlakyDisk(store, failures=2)
     with capture_logs() as logs:
         store.save_watch(watch(state="Running"))
@@ -364,7 +364,7 @@ async def test_failed_background_writes_are_kept_and_retried(
 async def test_a_waited_write_that_fails_raises_and_marks_the_store_unhealthy(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("watcher.store.sqlite._RETRY_MIN_S", 0.001)
+    monkeypatch.setattr("watcher.store.queue._RETRY_MIN_S", 0.001)
     FlakyDisk(store, failures=1)
     with pytest.raises(StoreError):
         await store.record_event(event(), ["log"])

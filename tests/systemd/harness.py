@@ -16,6 +16,8 @@ Layout inside the namespace (host directory -> where systemd sees it):
     <scratch>/run      -> copied into /run       (only when a test puts files there)
     <scratch>/tmp, <scratch>/var-tmp -> /tmp, /var/tmp
     a pty              -> /dev/console           (systemd's own log)
+    <scratch>/overlay/_etc/upper, ...            (only for the directories a test overlays:
+                       -> changes to /etc, ...    the host's files show through, unchanged)
 
 journald runs in the namespace only where a test installs it (journald.py).
 """
@@ -371,7 +373,7 @@ BOOT_TARGET = "test-boot.target"
 # Run by unshare as PID 1 of the new namespaces; ends by becoming systemd.
 BOOT_SCRIPT = r"""
 set -eu
-scratch=$1 console=$2 conf_inside=$3 systemd=$4 boot_target=$5
+scratch=$1 console=$2 conf_inside=$3 systemd=$4 boot_target=$5 overlays=${6:-}
 
 # A fresh cgroup2 tree rooted at the test's own cgroup: systemd must never see
 # (and remount, or create controller directories in) the host's /sys/fs/cgroup.
@@ -385,6 +387,14 @@ mount -t tmpfs -o mode=0755,nosuid,nodev tmpfs /run
 if [ -d "$scratch/run" ]; then cp -a "$scratch/run/." /run/; fi
 mkdir "$conf_inside"
 mount --bind "$scratch/conf" "$conf_inside"
+
+# Directories a test writes to as an operator would (/etc, /opt, /root): the
+# host's content shows through, every change lands in $scratch/overlay/NAME.
+for dir in $overlays; do
+    layer="$scratch/overlay/$(echo "$dir" | tr / _)"
+    mkdir -p "$layer/upper" "$layer/work"
+    mount -t overlay overlay -o "lowerdir=$dir,upperdir=$layer/upper,workdir=$layer/work" "$dir"
+done
 
 # Only the test's units exist: hide the distribution's units and generators.
 mount --bind "$scratch/units" /etc/systemd/system
@@ -416,8 +426,14 @@ exec "$systemd" --system --unit="$boot_target" --log-target=console --log-color=
 class SystemdNamespace:
     """A real systemd as PID 1 of private namespaces, driven with ``nsenter ... systemctl``."""
 
-    def __init__(self, scratch: Path) -> None:
+    def __init__(self, scratch: Path, *, overlays: tuple[str, ...] = ()) -> None:
+        """``overlays``: host directories the namespace may write to, its changes kept apart.
+
+        Each is an overlay whose upper layer is :meth:`overlay_upper`: the host's
+        files show through and stay untouched.
+        """
         self.scratch = scratch
+        self.overlays = overlays
         self.units = scratch / "units"
         self.conf = scratch / "conf"
         self.var_lib = scratch / "var-lib"
@@ -483,6 +499,7 @@ class SystemdNamespace:
             CONF_DIR_INSIDE,
             str(SYSTEMD),
             BOOT_TARGET,
+            " ".join(self.overlays),
         ]
         if shutil.which("setpriv"):
             # If pytest itself is killed, take the namespace down with it.
@@ -589,6 +606,11 @@ class SystemdNamespace:
                 kill.write_text("1")
         # rmdir fails while killed processes are still exiting.
         wait_for(lambda: _remove_cgroup_tree(cgroup), timeout_s=15, what=f"{cgroup} to go")
+
+    def overlay_upper(self, directory: str) -> Path:
+        """What the namespace changed in an overlaid directory (its overlay's upper layer)."""
+        assert directory in self.overlays, directory
+        return self.scratch / "overlay" / directory.replace("/", "_") / "upper"
 
     @property
     def pid1(self) -> int | None:

@@ -12,7 +12,7 @@ import sys
 import time
 from typing import Any, Final
 
-from watcher.cli.render import Column, format_ago, table
+from watcher.cli.render import Column, format_ago, table, terminal_width
 from watcher.config import Config
 from watcher.errors import EX_OK
 from watcher.models import DeliveryRow, rfc3339
@@ -20,11 +20,11 @@ from watcher.store import Store, open_readonly, query_deliveries
 
 DELIVERY_COLUMNS: Final = (
     Column("EXECUTION"),
-    Column("SINK"),
+    Column("SINK", shrink=2),
     Column("STATUS"),
     Column("ATTEMPTS"),
     Column("UPDATED"),
-    Column("LAST ERROR", max_width=80),
+    Column("LAST ERROR", max_width=80, shrink=1),
 )
 
 
@@ -44,8 +44,11 @@ def delivery_dict(d: DeliveryRow) -> dict[str, Any]:
     }
 
 
-def delivery_table(items: list[DeliveryRow], now_s: float) -> str:
-    """Deliveries as a table for people (shared with ``status``). No trailing newline."""
+def delivery_table(items: list[DeliveryRow], now_s: float, width: int | None = None) -> str:
+    """Deliveries as a table for people (shared with ``status``), fitted to ``width``.
+
+    No trailing newline.
+    """
     rows = [
         [
             f"{d.key[0]}/{d.key[1]}" if d.key else "?",
@@ -57,7 +60,7 @@ def delivery_table(items: list[DeliveryRow], now_s: float) -> str:
         ]
         for d in items
     ]
-    return table(DELIVERY_COLUMNS, rows)
+    return table(DELIVERY_COLUMNS, rows, width=width)
 
 
 def deliveries(config: Config, *, retry_dead: bool, as_json: bool) -> int:
@@ -85,7 +88,7 @@ def deliveries(config: Config, *, retry_dead: bool, as_json: bool) -> int:
     if as_json:
         print(json.dumps([delivery_dict(d) for d in items], indent=2))
     elif items:
-        print(delivery_table(items, time.time()))
+        print(delivery_table(items, time.time(), terminal_width(sys.stdout)))
     else:
         print("no pending or dead-lettered deliveries")
     return EX_OK

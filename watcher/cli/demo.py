@@ -14,6 +14,7 @@ import secrets
 import shutil
 import sys
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -26,11 +27,17 @@ from watcher.errors import EX_FAILURE, EX_OK
 from watcher.models import Event, ExecutionKey, format_key
 from watcher.service import Service
 from watcher.sim import DEMO_MISSING_EXECUTION_ID, Simulator, demo_scripts
+from watcher.sim.playbooks import PLAYBOOKS_BY_NAME
 
 WORKSPACE = "ws-demo"
 # The chat-ops receiver is flaky at first, so the demo shows deliveries retried;
 # the SIEM only takes failures, to show a sink's states filter.
-HOOK_SCRIPTS = {"chatops": ["503", "drop", "200"], "siem": ["200"]}
+HOOK_SCRIPTS = {"chatops": ["503", "drop", "200"], "siem": ["200"], "approvals": ["200"]}
+# Started by "something else" a moment after the daemon: nobody lists its ID,
+# the [[discover]] rule finds it through the list endpoint.
+DISCOVERED_ID = "01HZZXAD1SC0VEREDBYRULE0A"
+DISCOVERED_PLAYBOOK = "Isolate compromised host"
+RULE = "isolation"
 
 
 def _config(workdir: Path, sim: Simulator, keys: list[ExecutionKey]) -> str:
@@ -73,6 +80,23 @@ name = "siem"
 url = "{sim.hook_url("siem")}"
 secret_file = "{workdir / "webhook-secret"}"
 states = ["Failed", "Timeout", "Cancelled"]
+
+# An "awaiting approval" channel: a run that pauses for a person.
+[[sinks]]
+type = "webhook"
+name = "approvals"
+url = "{sim.hook_url("approvals")}"
+secret_file = "{workdir / "webhook-secret"}"
+events = ["execution.state_changed"]
+states = ["Paused"]
+
+# Every run of the isolation playbook, whoever starts it.
+[[discover]]
+name = "{RULE}"
+playbook_ids = ["{PLAYBOOKS_BY_NAME[DISCOVERED_PLAYBOOK].playbook_id}"]
+start = "now"
+interval = 0.5
+overlap = 5.0
 """
 
 
@@ -98,6 +122,19 @@ async def _demo(workdir: Path, out: TextIO, keep: bool) -> int:
         (s["workspace_id"], s["execution_id"]): s.get("fields", {}).get("playbook_name")
         for s in scripts
     }
+    discovered = (WORKSPACE, DISCOVERED_ID)
+    playbooks[discovered] = f"{DISCOVERED_PLAYBOOK} (found by rule {RULE})"
+    scripts.append(
+        {
+            "workspace_id": WORKSPACE,
+            "execution_id": DISCOVERED_ID,
+            "steps": ["Running", "Failed"],
+            "fields": {"playbook_name": DISCOVERED_PLAYBOOK},
+            "playbook_id": PLAYBOOKS_BY_NAME[DISCOVERED_PLAYBOOK].playbook_id,
+            "trigger_type": "event",
+            "created_at": int(time.time() * 1000) + 1500,
+        }
+    )
     api_key = "demo-" + secrets.token_hex(12)
     (workdir / "blink-api-key").write_text(api_key + "\n")
     (workdir / "webhook-secret").write_text(
@@ -110,17 +147,27 @@ async def _demo(workdir: Path, out: TextIO, keep: bool) -> int:
         config = load_config(config_path)
         out.write(
             f"blink-watcher demo: a simulated Blink API on {sim.origin}, "
-            f"{len(keys)} executions in 2 workspaces, 3 sinks.\n\n"
+            f"{len(keys)} executions in 2 workspaces and one a discovery rule will find, "
+            f"{len(config.sinks)} sinks.\n\n"
         )
         events: dict[ExecutionKey, Event] = {}
         first_seen: dict[ExecutionKey, float] = {}
         service = Service(config, exit_when_done=True)
-        service.listeners.append(lambda e: events.__setitem__(e.key, e))
+
+        def listen(event: Event) -> None:
+            if event.event == "execution.state_changed":
+                return  # mid-run: the approvals sink's, not an ending
+            events[event.key] = event
+
+        service.listeners.append(listen)
 
         def rows() -> list[Row]:
             now = time.time()
             result = []
             scheduler = getattr(service, "scheduler", None)
+            found = scheduler is not None and discovered in scheduler.discovered_by
+            if discovered not in keys and (found or discovered in events):
+                keys.append(discovered)  # the rule found it: it joins the table
             for key in keys:
                 if key in events:
                     start = first_seen.get(key)
@@ -142,9 +189,41 @@ async def _demo(workdir: Path, out: TextIO, keep: bool) -> int:
             view.update(rows())
             code = run.result()
             view.finish(events[k] for k in keys if k in events)
+        _explain_spelling(out, events)
         _where_it_went(out, workdir, sim, events, keep)
     ok = code == EX_OK and len(events) == len(keys)
     return EX_OK if ok else EX_FAILURE
+
+
+def _explain_spelling(out: TextIO, events: dict[Any, Event]) -> None:
+    """Say why a state may show in lower case: the demo includes an API that answers so."""
+    for key, event in events.items():
+        state = event.state or ""
+        if state.islower():
+            note = (
+                f"{format_key(key)} answered {state!r} in lower case: states are matched "
+                f"without regard to case, so it counts as {state.capitalize()}, and its "
+                "event keeps the API's spelling."
+            )
+            out.write("\n" + "\n".join(textwrap.wrap(note, 79)) + "\n")
+
+
+def _self_command() -> str:
+    """How to run this same ``blink-watcher`` again from the current directory.
+
+    After ``make demo`` the command is ``.venv/bin/blink-watcher``, which is not
+    on PATH: a hint naming plain ``blink-watcher`` would not work when pasted.
+    """
+    program = Path(sys.argv[0])
+    if program.name == "__main__.py":
+        return f"{sys.executable} -m watcher"
+    found = shutil.which("blink-watcher")
+    if found is not None and Path(found).resolve() == program.resolve():
+        return "blink-watcher"
+    try:
+        return str(program.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(program.resolve())
 
 
 def _where_it_went(
@@ -157,22 +236,27 @@ def _where_it_went(
         if d.status is not None and 200 <= d.status < 300:
             delivered[d.name] = delivered.get(d.name, 0) + 1
     out.write("\nWhere the results went:\n")
-    out.write(f"  log sink      {len(events)} JSON lines in results.jsonl\n")
-    for name, label in (("chatops", "every event"), ("siem", "failures only")):
+    out.write(f"  log sink          {len(events)} JSON lines in results.jsonl\n")
+    for name, label in (
+        ("chatops", "every event"),
+        ("siem", "failures only"),
+        ("approvals", "runs paused for approval"),
+    ):
         retried = attempts.get(name, 0) - delivered.get(name, 0)
-        out.write(
-            f"  webhook {name:<7} {delivered.get(name, 0)} signed deliveries ({label})"
-            + (f", after {retried} failed attempt(s) retried" if retried else "")
-            + "\n"
-        )
-    out.write("  state store   blink-watcher.db (watches, events, delivery outbox)\n")
+        out.write(f"  webhook {name:<9} {delivered.get(name, 0)} signed deliveries ({label})\n")
+        if retried:
+            out.write(f"                    after {retried} failed attempt(s) retried\n")
+    found = sum(1 for e in events.values() if e.discovered_by)
+    out.write(f"  discovery         {found} found by rule {RULE!r}; nobody listed it\n")
+    out.write("  state store       blink-watcher.db (watches, events, delivery outbox)\n")
     if keep:
         config = workdir / "config.toml"
+        me = _self_command()
         out.write(
             f"\nKept in {workdir}. Try:\n"
-            f"  blink-watcher status -c {config}\n"
-            f"  blink-watcher deliveries -c {config}\n"
+            f"  {me} status -c {config}\n"
+            f"  {me} deliveries -c {config}\n"
             f"  jq . {workdir / 'results.jsonl'}\n"
         )
     else:
-        out.write("\nRun `blink-watcher demo --keep` to keep the files and explore them.\n")
+        out.write(f"\nRun `{_self_command()} demo --keep` to keep the files and explore them.\n")

@@ -188,12 +188,14 @@ class LiveTable:
         events = list(events)
         if self._closed:
             return
+        width = None
         if self.tty:
             self._erase()
             self._frame = []
+            width = max(self._terminal_size()[0] - 1, 10)
         elif self._said:
             self._write("\n")  # a blank line between the progress lines and the summary
-        self._write(render_summary(events, color=self.color) + "\n")
+        self._write(render_summary(events, color=self.color, width=width) + "\n")
         self.close()
 
     def close(self) -> None:

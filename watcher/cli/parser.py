@@ -11,20 +11,26 @@ renderer or the simulator.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from watcher import __version__
-from watcher.config import Config, default_config_path, effective_config_toml, load_config
+from watcher.config import (
+    Config,
+    default_config_path,
+    effective_config_toml,
+    load_config,
+    split_execution,
+)
 from watcher.config.paths import state_base
 from watcher.errors import (
     EX_CONFIG,
     EX_FAILURE,
     EX_INTERRUPTED,
     EX_OK,
+    EX_USAGE,
     ConfigError,
     StoreError,
 )
@@ -78,6 +84,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deliveries.add_argument("--json", action="store_true", help="machine-readable output")
     _state_arg(deliveries)
+
+    add = sub.add_parser("add", help="hand executions to the running daemon (watch API)")
+    _config_arg(add, required=False)
+    add.add_argument("ids", nargs="+", metavar="ID", help="EXEC_ID or WS_ID/EXEC_ID")
+    add.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait until each has ended; exit 0 if all ended Completed, 1 otherwise",
+    )
+    add.add_argument("--json", action="store_true", help="print the daemon's answer as JSON")
+
+    remove = sub.add_parser("remove", help="stop watching executions in the running daemon")
+    _config_arg(remove, required=False)
+    remove.add_argument("ids", nargs="+", metavar="ID", help="EXEC_ID or WS_ID/EXEC_ID")
+    remove.add_argument("--json", action="store_true", help="machine-readable output")
 
     demo = sub.add_parser("demo", help="the whole product against a simulated Blink API")
     demo.add_argument("--keep", action="store_true", help="keep the demo's working directory")
@@ -161,6 +182,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from watcher.cli.watch import watch
 
         return watch(args)
+    if command in ("add", "remove"):
+        return _hand_over(args)
     if command == "demo":
         from watcher.cli.demo import demo
 
@@ -168,11 +191,29 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(command)  # pragma: no cover
 
 
+def _hand_over(args: argparse.Namespace) -> int:
+    """``add`` / ``remove``: IDs checked as the config checks them, then the daemon's API."""
+    from watcher.cli import client
+
+    config = _load(args, resolve_secrets=False)
+    keys = []
+    for raw in args.ids:
+        try:
+            keys.append(split_execution(raw, config.blink.workspace_id))
+        except ValueError as exc:
+            _fail(str(exc))
+            return EX_USAGE
+    if args.command == "add":
+        return client.add(config, keys, wait=args.wait, as_json=args.json)
+    return client.remove(config, keys, as_json=args.json)
+
+
 def _run(config: Config, *, exit_when_done: bool) -> int:
+    from watcher import eventloop
     from watcher import logs as wlogging
     from watcher.service import Service
     from watcher.systemd import Notifier
 
     wlogging.configure(config.log_level, config.log_format, journal=config.log_journal)
     service = Service(config, exit_when_done=exit_when_done, notifier=Notifier.from_env())
-    return asyncio.run(service.run())
+    return eventloop.run(service.run())

@@ -2,16 +2,18 @@
 
 Every command that prints for people (``watch``, ``status``, ``deliveries``,
 ``demo``) lays its tables out here, so they all align, truncate and colour the
-same way. Functions return strings; nothing here writes or knows about terminals
-beyond the SGR colour codes a caller may ask for.
+same way. Functions return strings; nothing here writes, and the only thing
+asked of a terminal is its width (``terminal_width``).
 """
 
 from __future__ import annotations
 
+import io
+import os
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, TextIO
 
 CSI: Final = "\x1b["
 RESET: Final = CSI + "0m"
@@ -39,6 +41,20 @@ def clean(text: str) -> str:
     if text.isprintable():
         return text
     return "".join(" " if unicodedata.category(c)[0] == "C" else c for c in text)
+
+
+def terminal_width(stream: TextIO) -> int | None:
+    """The columns of the terminal ``stream`` writes to; None when it is not one.
+
+    Output to a pipe or a file is never cut: a script reading it wants it whole.
+    """
+    try:
+        if not stream.isatty():
+            return None
+        columns = os.get_terminal_size(stream.fileno()).columns
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):
+        return None
+    return columns if columns > 0 else None  # a pty nobody sized (script, some CI)
 
 
 def clip(text: str, limit: int) -> str:
@@ -87,11 +103,17 @@ def format_ago(epoch_s: float | None, now_s: float) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """A table column: its title, alignment, and the width past which cells are clipped."""
+    """A table column: its title, alignment, and how its cells may be shortened.
+
+    ``max_width`` clips cells always; ``shrink`` says in which order columns
+    give up width when the table is wider than the terminal (1 first, 0 never:
+    execution keys, which people copy, and short numbers).
+    """
 
     title: str
     right: bool = False  # numbers and durations line up on the right
-    max_width: int | None = None  # None: never cut (execution keys, which people copy)
+    max_width: int | None = None  # None: never cut
+    shrink: int = 0
 
 
 class Styled(NamedTuple):
@@ -106,6 +128,9 @@ Cell = str | Styled
 # A rendered line is a list of (text, SGR code) segments, so that clipping to
 # the terminal width counts only visible characters and colour never breaks.
 _Segments = list[tuple[str, str]]
+
+# A shrinking column keeps at least this many characters (or its title's).
+_MIN_SHRUNK: Final = 8
 
 
 def _emit(segments: _Segments, color: bool, width: int | None) -> str:
@@ -141,14 +166,26 @@ def table(
 
     Cells are cleaned of control characters and clipped to their column's
     ``max_width``; columns are two spaces apart, and no line ends in blanks.
-    With ``color`` the header is bold and ``Styled`` cells are coloured;
-    ``width`` cuts every line to that many visible characters (a wrapped line
-    would break a redraw in place). No trailing newline.
+    With ``color`` the header is bold and ``Styled`` cells are coloured.
+    ``width`` fits the table to that many visible characters: the columns
+    marked ``shrink`` give up width first, their cells ending in ``...``, and
+    are left out when even that is not enough; what still does not fit is
+    cut (a wrapped line would break a redraw in place).
+    No trailing newline.
     """
     fitted = [[_fit(c, cell) for c, cell in zip(columns, row, strict=True)] for row in rows]
     widths = [len(c.title) for c in columns]
     for cells in fitted:
         widths = [max(w, len(text)) for w, (text, _) in zip(widths, cells, strict=True)]
+    if width is not None:
+        fitted_widths = _shrink(columns, widths, width)
+        keep = [i for i, w in enumerate(fitted_widths) if w is not None]
+        columns = [columns[i] for i in keep]
+        widths = [w for w in fitted_widths if w is not None]
+        fitted = [
+            [(clip(cells[i][0], w), cells[i][1]) for i, w in zip(keep, widths, strict=True)]
+            for cells in fitted
+        ]
 
     def line(cells: Sequence[tuple[str, str]]) -> _Segments:
         segments: _Segments = []
@@ -166,3 +203,31 @@ def table(
     lines += [line(cells) for cells in fitted]
     lines += [[(clean(text), "")] for text in footer]
     return "\n".join(_emit(segments, color, width) for segments in lines)
+
+
+def _shrink(columns: Sequence[Column], natural: list[int], width: int) -> list[int | None]:
+    """Column widths that fit ``width``; None for a column left out.
+
+    The ``shrink`` columns narrow in their order down to a floor; if that is
+    not enough they are left out in the same order (all but one), and the
+    room that frees goes back to those still shown, the most useful first.
+    """
+    widths: list[int | None] = list(natural)
+    order = [i for _, i in sorted((c.shrink, i) for i, c in enumerate(columns) if c.shrink)]
+
+    def excess() -> int:
+        shown = [w for w in widths if w is not None]
+        return sum(shown) + len(COLUMN_GAP) * (len(shown) - 1) - width
+
+    for i in order:
+        floor = max(len(columns[i].title), _MIN_SHRUNK)
+        widths[i] = natural[i] - max(0, min(excess(), natural[i] - floor))
+    for i in order[:-1]:
+        if excess() <= 0:
+            break
+        widths[i] = None
+    for i in reversed(order):
+        current = widths[i]
+        if current is not None and excess() < 0:
+            widths[i] = min(natural[i], current - excess())
+    return widths

@@ -6,6 +6,7 @@ Pure: every function returns a string laid out by :mod:`watcher.cli.render`;
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
@@ -41,18 +42,18 @@ _EVENT_LABELS: Final[dict[EventType, str]] = {
 
 _LIVE_COLUMNS: Final = (
     Column("EXECUTION"),
-    Column("PLAYBOOK", max_width=_PLAYBOOK_MAX),
-    Column("STATE", max_width=_STATE_MAX),
+    Column("PLAYBOOK", max_width=_PLAYBOOK_MAX, shrink=1),
+    Column("STATE", max_width=_STATE_MAX, shrink=2),
     Column("ELAPSED", right=True),
     Column("POLLS", right=True),
 )
 _SUMMARY_COLUMNS: Final = (
     Column("EXECUTION"),
-    Column("PLAYBOOK", max_width=_PLAYBOOK_MAX),
+    Column("PLAYBOOK", max_width=_PLAYBOOK_MAX, shrink=2),
     Column("STATE", max_width=_STATE_MAX),
     Column("DURATION", right=True),
-    Column("FAILED/STEPS", right=True),
-    Column("ERROR", max_width=_ERROR_MAX),
+    Column("FAILED", right=True),  # failed steps of all: 1/7
+    Column("ERROR", max_width=_ERROR_MAX, shrink=1),
 )
 
 
@@ -210,11 +211,14 @@ def _steps_text(execution: Execution | None) -> str:
     return f"{results.get('failed', 0)}/{sum(results.values())}"
 
 
-def render_summary(events: Sequence[Event], *, color: bool = False) -> str:
+def render_summary(
+    events: Sequence[Event], *, color: bool = False, width: int | None = None
+) -> str:
     """How each watch ended, one line each, and a totals line. No trailing newline.
 
     Columns: execution, playbook, state, API duration, failed/total steps (from
-    ``step_results``), and the first ``error_details`` message, truncated.
+    ``step_results``), and the first ``error_details`` message, truncated; with
+    ``width``, fitted to it (the error shortens first, then the playbook).
     """
     rows = [Row.from_event(e) for e in events]
     cells = [
@@ -237,4 +241,6 @@ def render_summary(events: Sequence[Event], *, color: bool = False) -> str:
     noun = "execution" if len(events) == 1 else "executions"
     totals = ", ".join(f"{n} {label}" for label, n in counts.values())
     footer = f"{len(events)} {noun}" + (f": {totals}" if totals else "")
-    return table(_SUMMARY_COLUMNS, cells, footer=[footer], color=color)
+    # Printed once, not redrawn: the totals wrap rather than lose their end.
+    footers = textwrap.wrap(footer, width, subsequent_indent="  ") if width else [footer]
+    return table(_SUMMARY_COLUMNS, cells, footer=footers, color=color, width=width)

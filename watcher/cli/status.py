@@ -26,6 +26,13 @@ _WATCH_COLUMNS: Final = (
     Column("STATE"),
     Column("POLLS"),
     Column("STATE SINCE"),
+    Column("FROM"),  # config, api, or discover:RULE
+)
+_RULE_COLUMNS: Final = (
+    Column("RULE"),
+    Column("CURSOR"),
+    Column("WATCHING", right=True),
+    Column("LAST QUERY"),
 )
 _EVENT_COLUMNS: Final = (
     Column("EXECUTION"),
@@ -50,9 +57,10 @@ def collect_status(db: sqlite3.Connection, config: Config | None = None) -> dict
             "polls": r[3],
             "watching_since": rfc3339(r[4]),
             "state_since": rfc3339(r[5]),
+            "source": r[6],
         }
         for r in db.execute(
-            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
+            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at, source "
             "FROM watches ORDER BY first_seen_at, workspace_id, execution_id"
         )
     ]
@@ -65,6 +73,7 @@ def collect_status(db: sqlite3.Connection, config: Config | None = None) -> dict
             "polls": 0,
             "watching_since": None,
             "state_since": None,
+            "source": "config",
             "note": "no answer yet (new, 404 so far, or the API key is rejected)",
         }
         for ws, ex in pending
@@ -84,11 +93,27 @@ def collect_status(db: sqlite3.Connection, config: Config | None = None) -> dict
             (RECENT_EVENTS,),
         )
     ]
+    in_progress = dict(
+        db.execute(
+            "SELECT source, count(*) FROM watches WHERE source LIKE 'discover:%' GROUP BY source"
+        ).fetchall()
+    )
+    rules = [
+        {
+            "rule": r[0],
+            "cursor": rfc3339(int(r[1]) / 1000),
+            "watching": in_progress.get(f"discover:{r[0]}", 0),
+            "updated_at": rfc3339(r[2]),
+            "configured": config is None or any(d.name == r[0] for d in config.discover),
+        }
+        for r in db.execute("SELECT rule, cursor, updated_at FROM cursors ORDER BY rule")
+    ]
     counts = dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
     total_events = reported_total(db)  # pruned events still count: they were reported
     return {
         "daemon_pid": None if config is None else holder(config.state_path),
         "watching": watches,
+        "discovery": rules,
         "events_total": total_events,
         "recent_events": events,
         "deliveries": {s: counts.get(s, 0) for s in ("pending", "delivered", "dead")},
@@ -122,13 +147,20 @@ def status(config: Config, *, as_json: bool) -> int:
         rows = [
             [
                 f"{w['workspace_id']}/{w['execution_id']}",
-                w["state"] or ("no answer yet" if w.get("note") else "-"),
+                w["state"] or "no answer yet",
                 str(w["polls"]),
                 w["state_since"] or "-",
+                w["source"],
             ]
             for w in data["watching"]
         ]
         out.write(table(_WATCH_COLUMNS, rows) + "\n")
+    if data["discovery"]:
+        out.write("\nDiscovery rules (cursor: the newest created_at taken in)\n")
+        rows = [
+            [r["rule"], r["cursor"], str(r["watching"]), r["updated_at"]] for r in data["discovery"]
+        ]
+        out.write(table(_RULE_COLUMNS, rows) + "\n")
     out.write(f"\nRecent events ({data['events_total']} in all)\n")
     if data["recent_events"]:
         rows = [

@@ -173,6 +173,9 @@ class MemoryStore:
         if self._on_change is not None:
             self._on_change(row)
 
+    async def room(self) -> None:
+        return None  # memory: no write backlog to wait for
+
     def forget_watch(self, key: ExecutionKey) -> None:
         self.rows.pop(key, None)
 

@@ -12,7 +12,8 @@ never silently ignored. Durations are seconds in the file and ``*_s`` here.
 
 from __future__ import annotations
 
-from watcher.config.load import default_config_path, load_config, parse_config, split_execution
+from watcher.config.ids import split_execution
+from watcher.config.load import default_config_path, load_config, parse_config
 from watcher.config.model import (
     DEFAULT_BASE_URL,
     DEFAULT_CONFIG_PATH,
@@ -21,6 +22,7 @@ from watcher.config.model import (
     LOG_LEVELS,
     BlinkConfig,
     Config,
+    DiscoverRule,
     JournalMode,
     LogSinkConfig,
     PollConfig,
@@ -41,6 +43,7 @@ __all__ = [
     "LOG_LEVELS",
     "BlinkConfig",
     "Config",
+    "DiscoverRule",
     "JournalMode",
     "LogSinkConfig",
     "PollConfig",

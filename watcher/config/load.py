@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -12,14 +11,18 @@ from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
+from watcher.config.discover import parse_rules
+from watcher.config.ids import executions_of
 from watcher.config.model import (
     DEFAULT_CONFIG_PATH,
+    ENDING_EVENTS,
+    EVENT_NAMES,
     HEADER_NAME,
     JOURNAL_MODES,
     KEEP_REPORTED_S,
     LOG_LEVELS,
+    MAX_WATCHES,
     RESERVED_HEADERS,
-    WHITESPACE,
     BlinkConfig,
     Config,
     JournalMode,
@@ -46,59 +49,6 @@ from watcher.models import ExecutionKey
 from watcher.proxy import check_environment
 
 T = TypeVar("T")
-
-# What Blink's IDs are made of (ULIDs, UUIDs, slugs): anything else in an ID is a
-# typo or a pasted URL fragment ("01J9?x=1", "a#b").
-ID_CHAR: Final = re.compile(r"[A-Za-z0-9._:~-]")
-
-
-def split_execution(raw: str, default_ws: str | None) -> ExecutionKey:
-    """``EXEC_ID`` (in ``default_ws``) or ``WS_ID/EXEC_ID``; ValueError saying what is wrong."""
-    text = raw.strip()
-    if WHITESPACE.search(text):
-        raise ValueError(f"{raw!r} contains white space")
-    bad = sorted({c for c in text if c != "/" and not ID_CHAR.fullmatch(c)})
-    if bad:
-        # They would end as 404s (or worse, change the URL): say so now.
-        shown = " ".join(repr(c) for c in bad)
-        raise ValueError(f"{raw!r}: {shown} cannot be in a workspace or execution ID")
-    parts = text.split("/")
-    if len(parts) == 2 and parts[0] and parts[1]:
-        return parts[0], parts[1]
-    if len(parts) == 1 and text:
-        if default_ws is None:
-            raise ValueError(
-                f"{text!r} has no workspace and blink.workspace_id is not set (use WS/ID)"
-            )
-        return default_ws, text
-    raise ValueError(f"{raw!r} is not EXEC_ID or WS_ID/EXEC_ID")
-
-
-def _executions(t: Table, default_ws: str | None, config_dir: Path) -> tuple[ExecutionKey, ...]:
-    keys: dict[ExecutionKey, None] = {}  # insertion-ordered set: duplicates watched once
-    for i, raw in enumerate(t.str_list("executions") or []):
-        try:
-            keys[split_execution(raw, default_ws)] = None
-        except ValueError as exc:
-            raise t.error(f"executions[{i}]", str(exc)) from None
-    file_raw = t.text("executions_file")
-    if file_raw is not None:
-        path = config_dir / Path(file_raw).expanduser()
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
-            raise t.error("executions_file", f"cannot read {path}: {reason}") from None
-        # 100,000 lines here is normal: nothing per line beyond the parse itself.
-        for lineno, line in enumerate(lines, 1):
-            text = line.split("#", 1)[0].strip()
-            if text:
-                try:
-                    keys[split_execution(text, default_ws)] = None
-                except ValueError as exc:
-                    where = f"executions_file ({path}:{lineno})"
-                    raise t.error(where, str(exc)) from None
-    return tuple(keys)
 
 
 def _states(t: Table, name: str) -> frozenset[str] | None:
@@ -152,9 +102,21 @@ def _poll(t: Table) -> PollConfig:
     )
 
 
+def _events(t: Table) -> frozenset[str]:
+    names = t.str_list("events")
+    if names is None:
+        return ENDING_EVENTS
+    unknown = sorted(set(names) - EVENT_NAMES)
+    if unknown or not names:
+        known = ", ".join(sorted(EVENT_NAMES))
+        raise t.error("events", f"unknown event(s) {unknown or '(none listed)'}; known: {known}")
+    return frozenset(names)
+
+
 def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> SinkConfig:
     kind = t.text("type", required=True)
     states = _states(t, "states")
+    events = _events(t)
     if kind == "log":
         raw_path = t.text("path")
         path = None if raw_path is None else env_path(raw_path, "LOGS_DIRECTORY", Path.cwd())
@@ -162,6 +124,7 @@ def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> 
             name=t.text("name", f"log:{path}" if path else "log:stdout"),
             path=path,
             states=states,
+            events=events,
             journal=journal,
         )
     elif kind == "webhook":
@@ -199,6 +162,7 @@ def _sink(t: Table, config_dir: Path, names: set[str], journal: JournalMode) -> 
             max_in_flight=t.number("max_in_flight", 8, integer=True, minimum=1),
             headers=tuple(headers),
             states=states,
+            events=events,
             allow_insecure_http=allow_insecure,
         )
     else:
@@ -223,7 +187,7 @@ def _state(t: Table, config_dir: Path, resolve: bool) -> tuple[Path, float, Shar
     return path, t.number("keep_reported", KEEP_REPORTED_S, above=0), shared
 
 
-def _server(t: Table) -> ServerConfig:
+def _server(t: Table, config_dir: Path) -> ServerConfig:
     listen = t.text("listen", "127.0.0.1:9464")
     allow_remote = t.flag("allow_remote", False)
     host, sep, port_text = listen.rpartition(":")
@@ -234,8 +198,11 @@ def _server(t: Table) -> ServerConfig:
         raise t.error(
             "listen", f"{host} is not a loopback address; set server.allow_remote = true to allow"
         )
+    _, source = read_secret(t, config_dir, False, None, "api_token")  # read in _with_secrets
     t.finish()
-    return ServerConfig(host=host, port=int(port_text), allow_remote=allow_remote)
+    return ServerConfig(
+        host=host, port=int(port_text), allow_remote=allow_remote, api_token_source=source
+    )
 
 
 def parse_config(data: Mapping[str, Any], file: str, *, resolve_secrets: bool = True) -> Config:
@@ -275,7 +242,17 @@ def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
     # the start as a missing key does (a ConfigError), rather than going direct.
     check_environment()
     blink = replace(config.blink, api_key=api_key, api_key_source=source)
-    return replace(config, blink=blink, sinks=tuple(sinks), warnings=_warnings(config, sinks))
+    server = config.server
+    if server is not None and server.api_token_source is not None:
+        t = Table(config.file, "server", data.get("server") or {})
+        token, _ = read_secret(t, config_dir, True, None, "api_token")
+        assert token is not None
+        key = "api_token_file" if "api_token_file" in t.data else "api_token_env"
+        check_header_value(t, key, token)
+        server = replace(server, api_token=token)
+    return replace(
+        config, blink=blink, server=server, sinks=tuple(sinks), warnings=_warnings(config, sinks)
+    )
 
 
 # Reserved for documentation (RFC 2606): a URL here is a placeholder never edited.
@@ -336,9 +313,12 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         blink = _blink(Table(file, "blink", {}), config_dir)
     poll = section("poll", _poll, PollConfig())
     no_executions: tuple[ExecutionKey, ...] = ()
-    executions = section(
-        "watch", lambda t: _executions(t, blink.workspace_id, config_dir), no_executions
-    )
+
+    def watch(t: Table) -> tuple[tuple[ExecutionKey, ...], int]:
+        max_watches = t.number("max_watches", MAX_WATCHES, integer=True, minimum=1)
+        return executions_of(t, blink.workspace_id, config_dir), max_watches
+
+    executions, max_watches = section("watch", watch, (no_executions, MAX_WATCHES))
     no_shared: SharedState | None = None
     state_path, keep_reported_s, shared_state = section(
         "state",
@@ -361,7 +341,7 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
     default_logging: tuple[str, Literal["json", "console"], JournalMode] = ("info", "json", "auto")
     log_level, log_format, log_journal = section("logging", logging_, default_logging)
     server_t = root.table("server")
-    server = None if server_t is None else _server(server_t)
+    server = None if server_t is None else _server(server_t, Path(file).resolve().parent)
 
     root.used.add("sinks")
     raw_sinks = data.get("sinks", [{"type": "log"}])
@@ -375,6 +355,8 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         _sink(Table(file, f"sinks[{i}]", s), config_dir, names, log_journal)
         for i, s in enumerate(raw_sinks)
     )
+    root.used.add("discover")
+    discover = parse_rules(data, file, blink.workspace_id)
     root.finish()
     return Config(
         file=file,
@@ -389,6 +371,8 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         log_journal=log_journal,
         server=server,
         sinks=sinks,
+        discover=discover,
+        max_watches=max_watches,
     )
 
 

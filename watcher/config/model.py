@@ -93,11 +93,20 @@ class PollConfig:
         return state is not None and state.casefold() in self.terminal_states
 
 
+# The four ending events a sink takes by default, and the optional mid-run one.
+ENDING_EVENTS: Final = frozenset(
+    {"execution.finished", "execution.not_found", "execution.invalid", "execution.watch_timeout"}
+)
+STATE_CHANGED: Final = "execution.state_changed"
+EVENT_NAMES: Final = ENDING_EVENTS | {STATE_CHANGED}
+
+
 @dataclass(frozen=True, slots=True)
 class LogSinkConfig:
     name: str
     path: Path | None = None  # None: standard output
     states: frozenset[str] | None = None
+    events: frozenset[str] = ENDING_EVENTS  # which events it takes (docs/contract.md)
     # [logging] journal, for a sink on standard output.
     journal: JournalMode = "auto"
     # Not configurable: a local write fails only when the disk is full or the
@@ -123,6 +132,7 @@ class WebhookSinkConfig:
     max_in_flight: int = 8
     headers: tuple[tuple[str, str], ...] = ()
     states: frozenset[str] | None = None
+    events: frozenset[str] = ENDING_EVENTS  # which events it takes (docs/contract.md)
     allow_insecure_http: bool = False
     type: Literal["webhook"] = "webhook"
 
@@ -130,9 +140,16 @@ class WebhookSinkConfig:
 SinkConfig: TypeAlias = LogSinkConfig | WebhookSinkConfig
 
 
-def accepts(sink: SinkConfig, state: str | None) -> bool:
-    """The sink's ``states`` filter (case-insensitive); no filter accepts everything."""
+def accepts(sink: SinkConfig, state: str | None, event: str = "execution.finished") -> bool:
+    """The sink's ``events`` list and ``states`` filter (case-insensitive; none: every state)."""
+    if event not in sink.events:
+        return False
     return sink.states is None or (state is not None and state.casefold() in sink.states)
+
+
+def wants_state_changes(sinks: tuple[SinkConfig, ...]) -> bool:
+    """Does any sink take ``execution.state_changed``? (Else none is produced at all.)"""
+    return any(STATE_CHANGED in s.events for s in sinks)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +157,31 @@ class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 9464
     allow_remote: bool = False
+    # The watch API's bearer token; None leaves every /v1 route answering 403.
+    # Not compared: a reload reads a fresh Secret, and the token is not restart-only.
+    api_token: Secret | None = field(default=None, compare=False)
+    api_token_source: str | None = None
+
+
+MAX_WATCHES: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoverRule:
+    """One ``[[discover]]`` table, validated (docs/discovery.md)."""
+
+    name: str
+    workspace_id: str
+    playbook_ids: tuple[str, ...] = ()
+    trigger_types: tuple[str, ...] = ()
+    start_back_s: float = 0.0  # "now" = 0: on the first start, how far back to look
+    interval_s: float = 30.0
+    overlap_s: float = 120.0
+
+    @property
+    def source(self) -> str:
+        """How its watches are marked in the store."""
+        return f"discover:{self.name}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,5 +203,7 @@ class Config:
     log_journal: JournalMode = "auto"
     server: ServerConfig | None = None
     sinks: tuple[SinkConfig, ...] = field(default_factory=tuple)
+    discover: tuple[DiscoverRule, ...] = ()
+    max_watches: int = MAX_WATCHES  # watches in progress at most: discovery waits at the cap
     # Valid but probably not meant (a placeholder URL): shown by check-config, logged at start.
     warnings: tuple[str, ...] = ()

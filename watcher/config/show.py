@@ -78,7 +78,9 @@ def effective_config_toml(config: Config) -> str:
             "terminal_states": sorted(p.terminal_states),
         },
     )
-    out += [f"[watch]  # {len(config.executions)} executions", "executions = ["]
+    noun = "execution" if len(config.executions) == 1 else "executions"
+    out += [f"[watch]  # {len(config.executions)} {noun}", f"max_watches = {config.max_watches}"]
+    out += ["executions = ["]
     out += [f"  {_toml_string(format_key(key))}," for key in config.executions] + ["]", ""]
     out += _section_lines(
         "[state]", {"path": str(config.state_path), "keep_reported": config.keep_reported_s}
@@ -90,8 +92,23 @@ def effective_config_toml(config: Config) -> str:
     if config.server is not None:
         s = config.server
         host = f"[{s.host}]" if ":" in s.host else s.host
+        token = None if s.api_token_source is None else f"<redacted, from {s.api_token_source}>"
         out += _section_lines(
-            "[server]", {"listen": f"{host}:{s.port}", "allow_remote": s.allow_remote}
+            "[server]",
+            {"listen": f"{host}:{s.port}", "allow_remote": s.allow_remote, "api_token": token},
+        )
+    for rule in config.discover:
+        out += _section_lines(
+            "[[discover]]",
+            {
+                "name": rule.name,
+                "workspace_id": rule.workspace_id,
+                "playbook_ids": list(rule.playbook_ids) or None,
+                "trigger_types": list(rule.trigger_types) or None,
+                "start": f"{rule.start_back_s:g}s" if rule.start_back_s else "now",
+                "interval": rule.interval_s,
+                "overlap": rule.overlap_s,
+            },
         )
     for sink in config.sinks:
         out += _section_lines("[[sinks]]", _sink_items(sink))
@@ -100,6 +117,12 @@ def effective_config_toml(config: Config) -> str:
 
 def _sink_items(sink: SinkConfig) -> dict[str, Any]:
     states = None if sink.states is None else sorted(sink.states)
+    items = _sink_kind_items(sink, states)
+    items["events"] = sorted(sink.events)
+    return items
+
+
+def _sink_kind_items(sink: SinkConfig, states: list[str] | None) -> dict[str, Any]:
     if isinstance(sink, LogSinkConfig):
         path = None if sink.path is None else str(sink.path)
         return {"type": "log", "name": sink.name, "path": path, "states": states}

@@ -25,6 +25,7 @@ from watcher.sim.bodies import (
     error_body,
     wrong_types_body,
 )
+from watcher.sim.listing import Listing
 from watcher.sim.script import Group, Program, Script, compile_script
 
 API_PREFIX: Final = "/api/v1"
@@ -72,6 +73,7 @@ class BlinkApi:
         self._bulk: dict[str, list[Group]] = {}  # per workspace, newest first
         self._unknown_requests: dict[tuple[str, str], int] = {}
         self._bodies = ExecutionBodies()
+        self.listing = Listing(self.groups)
         self._huge_padding: bytes | None = None
         self.total_requests = 0
         """Every GET of an execution, including 401s and 404s."""
@@ -84,6 +86,21 @@ class BlinkApi:
         router.add_get(
             API_PREFIX + "/workspace/{ws_id}/executions/{id}", self._handle_get, allow_head=False
         )
+        router.add_get(
+            API_PREFIX + "/workspace/{ws_id}/executions", self._handle_list, allow_head=False
+        )
+
+    def groups(self, workspace_id: str) -> list[Group]:
+        """Every script of a workspace, oldest first (what the list endpoint lists)."""
+        exact = [g for (ws, _), g in self._exact.items() if ws == workspace_id]
+        return exact + list(reversed(self._bulk.get(workspace_id, [])))
+
+    async def _handle_list(self, request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("BLINK-API-KEY")
+        if key is None or not hmac.compare_digest(key.encode(), self._api_key):
+            self.auth_failures += 1
+            return _error_response(401)
+        return await self.listing.handle(request, request.match_info["ws_id"])
 
     # ---------------------------------------------------------------- scripting
 

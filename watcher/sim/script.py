@@ -41,6 +41,7 @@ from a state, not to ``!wrongtypes`` (which exists to have wrong types).
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import time
@@ -193,6 +194,17 @@ def _compile_program(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class ListMeta:
+    """How a script's executions show in the list endpoint (see watcher.sim.listing)."""
+
+    created_at_ms: int  # the first execution's created_at
+    every_ms: float = 0.0  # a bulk range: execution i is created i * every_ms later
+    listed_after_ms: int = 0  # late visibility: listed this long after its created_at
+    playbook_id: str | None = None
+    trigger_type: str | None = None
+
+
 class Group:
     """One script: a single execution or a bulk range sharing one program.
 
@@ -205,6 +217,7 @@ class Group:
         "count",
         "execution_id",
         "first_at",
+        "listing",
         "prefix",
         "program",
         "requests",
@@ -220,8 +233,10 @@ class Group:
         execution_id: str | None = None,
         prefix: str = "",
         count: int = 1,
+        listing: ListMeta | None = None,
     ) -> None:
         self.workspace_id = workspace_id
+        self.listing = listing or ListMeta(int(time.time() * 1000))
         self.execution_id = execution_id
         self.prefix = prefix
         self.count = count
@@ -234,6 +249,18 @@ class Group:
     def execution_id_at(self, index: int) -> str:
         """The ID of the execution at ``index`` (always the one ID for an exact script)."""
         return self.execution_id if self.execution_id is not None else f"{self.prefix}{index}"
+
+    def listed_state(self, index: int, now: float) -> str:
+        """The state the list shows: the one its last GET served (its first before any)."""
+        program = self.program
+        n = self.requests[index]
+        if program.offsets is None:
+            at = max(0, min(n, len(program.steps)) - 1)
+        else:
+            first = self.first_at[index]
+            at = 0 if not first else bisect.bisect_right(program.offsets, now - first) - 1
+        step = program.shown[at]
+        return step.state or step.state_ui
 
     def terminal_at(self, index: int) -> float | None:
         """Wall time the execution at ``index`` became terminal, or None."""
@@ -254,7 +281,30 @@ class Group:
 
 _SCRIPT_KEYS: Final = frozenset(
     {"workspace_id", "execution_id", "id_prefix", "count", "steps", "timeline", "fields"}
+    | {"created_at", "created_every", "listed_after", "playbook_id", "trigger_type"}
 )
+
+
+def _list_meta(script: Script) -> ListMeta:
+    def number(key: str, default: float) -> float:
+        value = script.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"script {key} must be a number >= 0: {value!r}")
+        return float(value)
+
+    def text(key: str) -> str | None:
+        value = script.get(key)
+        if value is not None and not isinstance(value, str):
+            raise ValueError(f"script {key} must be a string: {value!r}")
+        return value
+
+    return ListMeta(
+        created_at_ms=int(number("created_at", time.time() * 1000)),
+        every_ms=number("created_every", 0.0),
+        listed_after_ms=int(number("listed_after", 0.0) * 1000),
+        playbook_id=text("playbook_id"),
+        trigger_type=text("trigger_type"),
+    )
 
 
 def _path_segment(script: Script, key: str, *, allow_empty: bool = False) -> str:
@@ -311,9 +361,14 @@ def compile_script(script: Script) -> Group:
     if "execution_id" in script:
         if "id_prefix" in script or "count" in script:
             raise ValueError("a script has either execution_id or id_prefix + count")
-        return Group(workspace_id, program, execution_id=_path_segment(script, "execution_id"))
+        return Group(
+            workspace_id,
+            program,
+            execution_id=_path_segment(script, "execution_id"),
+            listing=_list_meta(script),
+        )
     count = script.get("count")
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         raise ValueError(f"bulk script count must be a positive integer: {count!r}")
     prefix = _path_segment(script, "id_prefix", allow_empty=True)
-    return Group(workspace_id, program, prefix=prefix, count=count)
+    return Group(workspace_id, program, prefix=prefix, count=count, listing=_list_meta(script))

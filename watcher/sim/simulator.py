@@ -127,6 +127,19 @@ class Simulator:
         """Set the receiver ``name``'s answers, one token per request, last repeated."""
         self._receiver.set_hook_script(name, tokens)
 
+    def reject_list_filter(self, field: str, message: str) -> None:
+        """Make the list endpoint answer 400 with ``message`` to any filter on ``field``."""
+        self._api.listing.rejected[field] = message
+
+    def accept_list_filter(self, field: str) -> None:
+        """Undo ``reject_list_filter``."""
+        self._api.listing.rejected.pop(field, None)
+
+    @property
+    def list_requests(self) -> int:
+        """Requests to the list endpoint, 400s included."""
+        return self._api.listing.requests
+
     def set_api_key(self, key: str) -> None:
         """Change the key the API accepts (to turn auth failures on and off)."""
         self._api.set_api_key(key)

@@ -4,6 +4,9 @@ What the daemon relies on, whatever holds the state:
 
 - a watch's progress is saved only when it changed (``save_watch`` queues it,
   later saves replace earlier ones) and never needs a reply;
+- the backlog of queued writes is bounded: the scheduler awaits ``room()``
+  after each save, which holds it back while the writer is behind, so a slow
+  disk slows polling down instead of growing memory;
 - ``record_event`` returns once the event, its outbox rows and the end of its
   watch are durable together; only then may a delivery start;
 - one event per execution, ever: an execution once reported stays reported
@@ -17,7 +20,14 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol, Self, TypeAlias
 
-from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
+from watcher.models import (
+    DeliveryRow,
+    DeliveryStatus,
+    EventRecord,
+    ExecutionKey,
+    Reported,
+    WatchRow,
+)
 
 # (workspace_id, execution_id, state, polls, first_seen_at): one resumable watch, compact.
 WatchTuple: TypeAlias = tuple[str, str, str | None, int, float]
@@ -67,6 +77,10 @@ class StateStore(Protocol):
         """Which of ``keys`` were already reported (an indexed lookup, never the history)."""
         ...
 
+    async def reported(self, keys: Iterable[ExecutionKey]) -> dict[ExecutionKey, Reported]:
+        """The ending event of each of ``keys`` that was reported (pruned ones included)."""
+        ...
+
     async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
         """The API response stored at a watch's last state change."""
         ...
@@ -79,6 +93,18 @@ class StateStore(Protocol):
 
     def save_watch(self, row: WatchRow) -> None:
         """Queue a watch's new state."""
+        ...
+
+    async def room(self) -> None:
+        """Wait while the write backlog is over its bound; return at once when it is not.
+
+        Backpressure for ``save_watch`` callers: writes queued or being written
+        stay within a fixed number, whatever the poll rate and the disk speed.
+        """
+        ...
+
+    def backlog(self) -> int:
+        """Writes queued or being written, not yet durable (what ``room()`` bounds)."""
         ...
 
     def forget_watch(self, key: ExecutionKey) -> None:
@@ -117,6 +143,10 @@ class StateStore(Protocol):
         self, record: EventRecord, sinks: Sequence[str], now: float | None = None
     ) -> None:
         """Store an event, a pending delivery per sink and the end of its watch, durably."""
+        ...
+
+    async def record_change(self, record: EventRecord, sinks: Sequence[str], row: WatchRow) -> None:
+        """Store a state-change event, its outbox rows and the watch's new state, durably."""
         ...
 
     async def update_delivery(

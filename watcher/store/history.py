@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Final
 
-from watcher.models import ExecutionId, ExecutionKey, WorkspaceId
+from watcher.models import ExecutionId, ExecutionKey, Reported, WorkspaceId
 
 # Execution IDs per lookup statement. Measured with 100,000 keys against
 # 1,000,000 reported (sorted IDs, one workspace): 500 to 5,000 all take about
@@ -47,6 +47,19 @@ def reported_among(
         [workspace_id, *execution_ids],
     )
     return [(workspace_id, r[0]) for r in rows]
+
+
+def reported_rows(
+    db: sqlite3.Connection, workspace_id: WorkspaceId, execution_ids: list[ExecutionId]
+) -> list[tuple[ExecutionKey, Reported]]:
+    """The reported row of each of ``execution_ids`` that has one."""
+    marks = ",".join("?" * len(execution_ids))
+    rows = db.execute(
+        "SELECT execution_id, event_id, event, state, reported_at FROM reported "
+        f"WHERE workspace_id = ? AND execution_id IN ({marks})",
+        [workspace_id, *execution_ids],
+    )
+    return [((workspace_id, r[0]), Reported(r[1], r[2], r[3], r[4])) for r in rows]
 
 
 def prune_batch(

@@ -68,6 +68,11 @@ async def write_batch(
                 await write_event(cur, *args)
             elif kind == "add":
                 await add_watches(cur, *args)
+            elif kind == "change":
+                if claims is not None and not await claims.still_held(cur, args[0].key):
+                    refused.add(index)
+                    continue
+                await write_change(cur, *args)
             else:
                 await cur.execute(
                     "UPDATE deliveries SET status = %s, attempts = %s, next_attempt_at = %s, "
@@ -103,6 +108,27 @@ async def write_event(cur: Any, record: EventRecord, sinks: tuple[str, ...], now
             )
     await cur.execute(
         "DELETE FROM watches WHERE workspace_id = %s AND execution_id = %s", record.key
+    )
+
+
+async def write_change(
+    cur: Any, record: EventRecord, sinks: tuple[str, ...], now: float, watch: WatchRow
+) -> None:
+    """A state-change event, its outbox rows, and the watch's new state with it."""
+    await cur.execute(
+        "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+        (record.event_id, *record.key, record.event, record.state, record.body, record.created_at),
+    )
+    if cur.rowcount and sinks:
+        await cur.executemany(
+            "INSERT INTO deliveries (event_id, sink, status, attempts, next_attempt_at, "
+            "updated_at) VALUES (%s, %s, 'pending', 0, %s, %s) ON CONFLICT DO NOTHING",
+            [(record.event_id, sink, now, now) for sink in sinks],
+        )
+    last = None if watch.last_response is None else json.dumps(watch.last_response)
+    await cur.execute(
+        UPSERT_WATCH,
+        (*watch.key, watch.state, watch.polls, watch.first_seen_at, watch.changed_at, last),
     )
 
 

@@ -9,9 +9,8 @@ was queued and retries with backoff while ``healthy`` is False.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -20,10 +19,16 @@ import structlog
 
 from watcher.config.shared import SharedState
 from watcher.errors import LeaseLostError, StoreError
-from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
+from watcher.models import (
+    DeliveryStatus,
+    EventRecord,
+    ExecutionKey,
+    WatchRow,
+)
 from watcher.store import pg_schema
-from watcher.store.base import StateStore, WatchTuple
+from watcher.store.base import StateStore
 from watcher.store.claims import Claims
+from watcher.store.pg_reads import PgReads
 from watcher.store.pg_writes import Op, write_batch
 
 log = structlog.get_logger("watcher.store")
@@ -32,6 +37,8 @@ _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 5.0
 _CLOSE_FLUSH_S = 10.0
 _LOOKUP_CHUNK = 1000
+# Writes queued at most before polls wait for the database (as the SQLite store's bound).
+_BACKLOG_LIMIT = 2000
 
 
 def redacted(url: str) -> str:
@@ -46,7 +53,7 @@ def redacted(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-class PostgresStore:
+class PostgresStore(PgReads):
     """The shared state database. Use as an async context manager."""
 
     def __init__(
@@ -70,7 +77,7 @@ class PostgresStore:
         self.healthy = True
         self.writes = 0
         self.pruned = 0
-        self._outbox_mark: tuple[int, float] | None = None
+        self._outbox_mark = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -146,101 +153,6 @@ class PostgresStore:
         except psycopg.Error as exc:
             raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
 
-    # --- reads ----------------------------------------------------------------------------
-
-    async def load_watches(self) -> list[WatchRow]:
-        await self.flush()
-        rows = await self._fetch(
-            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
-            "FROM watches"
-        )
-        return [WatchRow((r[0], r[1]), r[2], r[3], r[4], r[5]) for r in rows]
-
-    async def watch_batches(self, size: int = 5000) -> AsyncIterator[list[WatchTuple]]:
-        await self.flush()
-        after: ExecutionKey = ("", "")
-        while True:
-            rows = await self._fetch(
-                "SELECT workspace_id, execution_id, state, polls, first_seen_at FROM watches "
-                "WHERE (workspace_id, execution_id) > (%s, %s) "
-                "ORDER BY workspace_id, execution_id LIMIT %s",
-                (*after, size),
-            )
-            if not rows:
-                return
-            yield [(r[0], r[1], r[2], r[3], r[4]) for r in rows]
-            after = (rows[-1][0], rows[-1][1])
-
-    async def reported_keys(self, keys: Iterable[ExecutionKey]) -> set[ExecutionKey]:
-        wanted = list(keys)
-        found: set[ExecutionKey] = set()
-        for start in range(0, len(wanted), _LOOKUP_CHUNK):
-            chunk = wanted[start : start + _LOOKUP_CHUNK]
-            rows = await self._fetch(
-                "SELECT r.workspace_id, r.execution_id FROM reported r "
-                "JOIN unnest(%s::text[], %s::text[]) AS k (ws, ex) "
-                "ON r.workspace_id = k.ws AND r.execution_id = k.ex",
-                ([k[0] for k in chunk], [k[1] for k in chunk]),
-            )
-            found.update((r[0], r[1]) for r in rows)
-        return found
-
-    async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
-        await self.flush()
-        rows = await self._fetch(
-            "SELECT last_response FROM watches WHERE workspace_id = %s AND execution_id = %s", key
-        )
-        if not rows or rows[0][0] is None:
-            return None
-        value = json.loads(rows[0][0])
-        return value if isinstance(value, dict) else None
-
-    async def open_deliveries(self, status: DeliveryStatus = "pending") -> list[DeliveryRow]:
-        await self.flush()
-        rows = await self._fetch(
-            "SELECT d.event_id, d.sink, d.status, d.attempts, d.next_attempt_at, d.last_error, "
-            "d.updated_at, e.body, e.workspace_id, e.execution_id, e.event, e.created_at "
-            "FROM deliveries d JOIN events e USING (event_id) "
-            "WHERE d.status != 'delivered' AND d.status = %s "
-            "ORDER BY e.created_at, d.event_id, d.sink",
-            (status,),
-        )
-        return [
-            DeliveryRow(
-                r[0], r[1], r[2], r[3], r[4], r[5], r[6], bytes(r[7]), (r[8], r[9]), r[10], r[11]
-            )
-            for r in rows
-        ]
-
-    async def dead_letters(self) -> dict[str, int]:
-        await self.flush()
-        rows = await self._fetch(
-            "SELECT sink, count(*) FROM deliveries WHERE status = 'dead' GROUP BY sink"
-        )
-        return {sink: count for sink, count in rows}
-
-    async def changed_elsewhere(self) -> bool:
-        """Whether the open outbox changed (e.g. ``deliveries --retry-dead`` elsewhere)."""
-        rows = await self._fetch(
-            "SELECT count(*), coalesce(max(updated_at), 0) FROM deliveries WHERE status = 'dead'"
-        )
-        mark = (int(rows[0][0]), float(rows[0][1]))
-        changed = self._outbox_mark is not None and mark != self._outbox_mark
-        self._outbox_mark = mark
-        return changed
-
-    async def watch_sources(self) -> dict[ExecutionKey, str]:
-        await self.flush()
-        rows = await self._fetch(
-            "SELECT workspace_id, execution_id, source FROM watches WHERE source != 'config'"
-        )
-        return {(r[0], r[1]): r[2] for r in rows}
-
-    async def load_cursor(self, rule: str) -> str | None:
-        await self.flush()
-        rows = await self._fetch("SELECT cursor FROM cursors WHERE rule = %s", (rule,))
-        return None if not rows else str(rows[0][0])
-
     # --- writes ---------------------------------------------------------------------------
 
     def save_watch(self, row: WatchRow) -> None:
@@ -255,6 +167,20 @@ class PostgresStore:
         self, record: EventRecord, sinks: Sequence[str], now: float | None = None
     ) -> None:
         await self._submit(("event", (record, tuple(sinks), now or time.time())), wait=True)
+
+    async def record_change(self, record: EventRecord, sinks: Sequence[str], row: WatchRow) -> None:
+        """A state-change event with the watch's new state, in one transaction."""
+        self._pending_watches.pop(row.key, None)  # this op carries the newer state
+        await self._submit(("change", (record, tuple(sinks), time.time(), row)), wait=True)
+
+    async def room(self) -> None:
+        """Wait while the write backlog is over its bound (a slow database slows polling)."""
+        if self.backlog() > _BACKLOG_LIMIT:
+            await self.flush()
+
+    def backlog(self) -> int:
+        """Writes queued, not yet committed."""
+        return len(self._pending_watches) + len(self._pending_ops)
 
     async def update_delivery(
         self,

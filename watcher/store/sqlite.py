@@ -3,8 +3,9 @@
 One file, WAL mode, ``synchronous=FULL`` (an event that was acknowledged as
 stored survives a power cut). All SQLite work runs on one dedicated thread, so
 the event loop never blocks; writes that arrive together are batched into one
-transaction. It is written only when something a restart needs changes: a
-state change, an event, a delivery outcome — never on an unchanged poll.
+transaction, and the backlog of them is bounded (``queue.WriteQueue``). It is
+written only when something a restart needs changes: a state change, an event,
+a delivery outcome — never on an unchanged poll.
 
 We use the standard library's sqlite3 on our own thread rather than aiosqlite:
 aiosqlite costs a thread hop per statement, while a batch here is one function
@@ -14,8 +15,6 @@ call on the thread for the whole transaction.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -28,18 +27,24 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypeVar
 import structlog
 
 from watcher.errors import StoreError
-from watcher.models import DeliveryRow, DeliveryStatus, EventRecord, ExecutionKey, WatchRow
-from watcher.store import history
+from watcher.models import (
+    DeliveryRow,
+    DeliveryStatus,
+    EventRecord,
+    ExecutionKey,
+    Reported,
+    WatchRow,
+)
+from watcher.store import history, reads
 from watcher.store.base import WatchTuple
+from watcher.store.connect import connect
+from watcher.store.queue import DEFAULT_LIMIT, WriteQueue, pending_watch
 from watcher.store.readonly import query_deliveries
-from watcher.store.schema import migrate
-from watcher.store.writes import Op, transaction, write_batch
+from watcher.store.writes import Op, PendingWatch, transaction, write_batch
 
 if TYPE_CHECKING:
     from watcher.store.base import StateStore
 
-_RETRY_MIN_S: Final = 0.5
-_RETRY_MAX_S: Final = 30.0
 _CLOSE_FLUSH_S: Final = 10.0
 
 log = structlog.get_logger("watcher.store")
@@ -47,30 +52,23 @@ log = structlog.get_logger("watcher.store")
 R = TypeVar("R")
 
 
-def _create_private(path: Path) -> None:
-    """Create the file 0600 whatever the umask: it holds execution results."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
-
-
 class SQLiteStore:
     """The state file. Use as an async context manager; every method is async-safe."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str, *, backlog_limit: int = DEFAULT_LIMIT) -> None:
         self.path = Path(path)
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
-        self._pending_watches: dict[ExecutionKey, WatchRow | None] = {}
-        self._pending_ops: list[tuple[Op, asyncio.Future[None] | None]] = []
-        self._flush_task: asyncio.Task[None] | None = None
+        self._queue = WriteQueue(self._write_queued, check_open=self._db, limit=backlog_limit)
         self._closed = False
-        self.healthy = True  # False while writes fail; /readyz reports it
         self.writes = 0  # committed write transactions, for the benchmark and metrics
         self.pruned = 0  # events pruned since open, for metrics
         self._data_version: int | None = None
+
+    @property
+    def healthy(self) -> bool:
+        """False while writes fail; /readyz reports it."""
+        return self._queue.healthy
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -100,30 +98,7 @@ class SQLiteStore:
             raise
 
     def _open_sync(self) -> sqlite3.Connection:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            _create_private(self.path)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout = 5000")
-        except OSError as exc:
-            raise StoreError(
-                f"cannot create state file {self.path}: {exc.strerror or exc}"
-            ) from None
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open state file {self.path}: {exc}") from None
-        try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            # Also finds out now, not on the first write, that the file is read-only.
-            migrate(conn, self.path)
-            conn.execute("SELECT count(*) FROM deliveries").fetchone()
-        except sqlite3.Error as exc:
-            conn.close()
-            raise StoreError(f"state file {self.path} is unusable: {exc}") from None
-        except StoreError:
-            conn.close()
-            raise
-        return conn
+        return connect(self.path)
 
     async def close(self) -> None:
         """Flush what is queued and close; closing twice is harmless."""
@@ -136,10 +111,9 @@ class SQLiteStore:
             except TimeoutError:
                 # The disk has refused writes for a while; the next start redoes
                 # the work (polls again, re-sends): at-least-once still holds.
-                log.error("store.unsaved_at_close", watches=len(self._pending_watches))
-                if self._flush_task is not None:
-                    self._flush_task.cancel()
+                log.error("store.unsaved_at_close", watches=len(self._queue.watches))
             finally:
+                self._queue.close()
                 conn, self._conn = self._conn, None
                 await self._run_raw(conn.close)
         if self._executor is not None:
@@ -165,17 +139,13 @@ class SQLiteStore:
 
     async def load_watches(self) -> list[WatchRow]:
         """Every watch in progress (one with no event yet)."""
+        return await self._read(reads.all_watches)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], R]) -> R:
+        """``fn(db)`` on the writer thread, after every write queued before it."""
         db = self._db()
-
-        def read() -> list[WatchRow]:
-            rows = db.execute(
-                "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at "
-                "FROM watches"
-            ).fetchall()
-            return [WatchRow((r[0], r[1]), r[2], r[3], r[4], r[5]) for r in rows]
-
-        await self.flush()  # a read sees every write queued before it
-        return await self._run(read)
+        await self.flush()
+        return await self._run(partial(fn, db))
 
     async def watch_batches(self, size: int = 5000) -> AsyncIterator[list[WatchTuple]]:
         """Every watch in progress as (workspace, execution, state, polls, first_seen_at),
@@ -204,30 +174,28 @@ class SQLiteStore:
         Primary-key probes, ``history.LOOKUP_CHUNK`` per hop to the writer
         thread: cost grows with ``keys``, not with the history.
         """
+        return set(await self._lookup(keys, history.reported_among))
+
+    async def reported(self, keys: Iterable[ExecutionKey]) -> dict[ExecutionKey, Reported]:
+        """The ending event of each of ``keys`` that was reported (pruned ones included)."""
+        return dict(await self._lookup(keys, history.reported_rows))
+
+    async def _lookup(
+        self,
+        keys: Iterable[ExecutionKey],
+        probe: Callable[[sqlite3.Connection, str, list[str]], list[R]],
+    ) -> list[R]:
+        """``probe`` over ``keys``, per workspace, ``history.LOOKUP_CHUNK`` IDs per hop."""
         db = self._db()
-        found: set[ExecutionKey] = set()
+        found: list[R] = []
         for workspace_id, ids in history.by_workspace(keys).items():
             for start in range(0, len(ids), history.LOOKUP_CHUNK):
                 chunk = ids[start : start + history.LOOKUP_CHUNK]
-                lookup = partial(history.reported_among, db, workspace_id, chunk)
-                found.update(await self._run(lookup))
+                found += await self._run(partial(probe, db, workspace_id, chunk))
         return found
 
     async def last_response(self, key: ExecutionKey) -> dict[str, Any] | None:
-        db = self._db()
-
-        def read() -> dict[str, Any] | None:
-            row = db.execute(
-                "SELECT last_response FROM watches WHERE workspace_id = ? AND execution_id = ?",
-                key,
-            ).fetchone()
-            if row is None or row[0] is None:
-                return None
-            value = json.loads(row[0])
-            return value if isinstance(value, dict) else None
-
-        await self.flush()  # the newest change may still be queued
-        return await self._run(read)
+        return await self._read(partial(reads.last_response, key=key))
 
     async def open_deliveries(self, status: DeliveryStatus = "pending") -> list[DeliveryRow]:
         """Deliveries with ``status`` (with their event bodies), oldest first."""
@@ -238,14 +206,7 @@ class SQLiteStore:
 
     async def dead_letters(self) -> dict[str, int]:
         """Dead-lettered deliveries per sink (through the open-deliveries index)."""
-        db = self._db()
-        await self.flush()
-        rows = await self._run(
-            lambda: db.execute(
-                "SELECT sink, count(*) FROM deliveries WHERE status = 'dead' GROUP BY sink"
-            ).fetchall()
-        )
-        return {sink: count for sink, count in rows}
+        return await self._read(reads.dead_letters)
 
     async def changed_elsewhere(self) -> bool:
         """Whether another process committed to the file since the last call.
@@ -264,13 +225,19 @@ class SQLiteStore:
 
     def save_watch(self, row: WatchRow) -> None:
         """Queue a watch's new state; later saves of the same watch replace it."""
-        self._pending_watches[row.key] = row
-        self._schedule_flush()
+        self._queue.put_watch(row.key, pending_watch(row))
+
+    async def room(self) -> None:
+        """Wait while the write backlog is over its bound (returns at once when it is not)."""
+        await self._queue.room()
+
+    def backlog(self) -> int:
+        """Writes queued or being written, not yet committed."""
+        return self._queue.backlog()
 
     def forget_watch(self, key: ExecutionKey) -> None:
         """Queue removal of a watch that is no longer configured."""
-        self._pending_watches[key] = None
-        self._schedule_flush()
+        self._queue.put_watch(key, None)
 
     async def record_event(
         self, record: EventRecord, sinks: Sequence[str], now: float | None = None
@@ -281,6 +248,16 @@ class SQLiteStore:
         An execution reported before (its event perhaps pruned since) gets nothing new.
         """
         await self._submit(("event", (record, tuple(sinks), now or time.time())), wait=True)
+
+    async def record_change(self, record: EventRecord, sinks: Sequence[str], row: WatchRow) -> None:
+        """Store a state-change event, its outbox rows and the watch's new state, durably.
+
+        One transaction: a restart resumes the watch past the change, so the same
+        change is never seen (or sent) again under another id.
+        """
+        self._queue.watches.pop(row.key, None)  # this op carries the newer state
+        op = ("change", (record, tuple(sinks), time.time(), pending_watch(row)))
+        await self._submit(op, wait=True)
 
     async def update_delivery(
         self,
@@ -317,35 +294,20 @@ class SQLiteStore:
         ``cursor`` = (rule, value) commits a discovery rule's cursor in the same
         transaction.
         """
+        queued = self._queue.watches
         for row in rows:
-            if row.key in self._pending_watches and self._pending_watches[row.key] is None:
-                del self._pending_watches[row.key]  # adding again supersedes a queued forget
+            if row.key in queued and queued[row.key] is None:
+                del queued[row.key]  # adding again supersedes a queued forget
         op = ("add", (tuple(rows), source, take_over, cursor, time.time()))
         await self._submit(op, wait=True)
 
     async def watch_sources(self) -> dict[ExecutionKey, str]:
         """The source of every watch in progress that the config did not list."""
-        db = self._db()
-
-        def read() -> dict[ExecutionKey, str]:
-            rows = db.execute(
-                "SELECT workspace_id, execution_id, source FROM watches WHERE source != 'config'"
-            ).fetchall()
-            return {(r[0], r[1]): r[2] for r in rows}
-
-        await self.flush()
-        return await self._run(read)
+        return await self._read(reads.watch_sources)
 
     async def load_cursor(self, rule: str) -> str | None:
         """A discovery rule's stored cursor, or None before its first page."""
-        db = self._db()
-
-        def read() -> str | None:
-            row = db.execute("SELECT cursor FROM cursors WHERE rule = ?", (rule,)).fetchone()
-            return None if row is None else str(row[0])
-
-        await self.flush()
-        return await self._run(read)
+        return await self._read(partial(reads.cursor, rule=rule))
 
     async def drop_cursor(self, rule: str) -> None:
         """Forget a removed rule's cursor (the watches it found stay)."""
@@ -387,86 +349,38 @@ class SQLiteStore:
         db = self._db()
         after = history.START
         pruned = 0
-        while True:
-            step = await self._run(partial(history.prune_batch, db, cutoff, after, batch))
-            if step is None:
-                break
+        while step := await self._run(partial(history.prune_batch, db, cutoff, after, batch)):
             gone, after = step
             if gone:
                 self.writes += 1
                 self.pruned += gone
                 pruned += gone
-            # Let writes queued meanwhile reach the writer thread before the next batch.
-            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # let writes queued meanwhile in before the next batch
         if pruned:
             log.info("store.pruned", events=pruned, keep_reported_s=keep_s)
         return pruned
 
     async def _submit(self, op: Op, *, wait: bool) -> None:
-        fut: asyncio.Future[None] | None = None
-        if wait:
-            fut = asyncio.get_running_loop().create_future()
-        self._pending_ops.append((op, fut))
-        self._schedule_flush()
-        if fut is not None:
-            await fut
-
-    def _schedule_flush(self) -> None:
-        if self._flush_task is None or self._flush_task.done():
-            self._db()  # raises when closed: a write must not vanish silently
-            self._flush_task = asyncio.get_running_loop().create_task(self._flush_loop())
+        await self._queue.submit(op, wait=wait)
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed."""
-        while self._flush_task is not None and not self._flush_task.done():
-            await asyncio.shield(self._flush_task)
-        if (self._pending_watches or self._pending_ops) and not await self._flush_once():
-            raise StoreError(f"state file {self.path}: writes are failing")
-
-    async def _flush_loop(self) -> None:
-        # Everything queued while a transaction runs goes into the next one:
-        # under load, batches grow instead of transactions piling up.
-        delay_s = _RETRY_MIN_S
-        while self._pending_watches or self._pending_ops:
-            if await self._flush_once():
-                delay_s = _RETRY_MIN_S
-                continue
-            # The disk refused (full, read-only, I/O error). What was queued is
-            # kept and written once it can be: a full disk must not lose state.
-            await asyncio.sleep(delay_s)
-            delay_s = min(delay_s * 2, _RETRY_MAX_S)
-
-    async def _flush_once(self) -> bool:
-        """Write one batch; False when it failed (unawaited writes stay queued)."""
-        watches, self._pending_watches = self._pending_watches, {}
-        ops, self._pending_ops = self._pending_ops, []
-        db = self._db()
         try:
-            await self._run(lambda: self._write_batch(db, watches, [op for op, _ in ops]))
-        except StoreError as exc:
-            if self.healthy:
-                log.error("store.write_failed", reason=str(exc), action="retrying; fix the disk")
-            self.healthy = False
-            for key, row in watches.items():
-                self._pending_watches.setdefault(key, row)  # a newer save of it wins
-            kept = []
-            for op, fut in ops:
-                if fut is None:
-                    kept.append((op, fut))
-                elif not fut.done():
-                    fut.set_exception(exc)  # its caller decides (the scheduler polls again)
-            self._pending_ops[:0] = kept
-            return False
-        if not self.healthy:
-            log.info("store.write_recovered")
-        self.healthy = True
-        for _, fut in ops:
-            if fut is not None and not fut.done():
-                fut.set_result(None)
-        return True
+            await self._queue.flush()
+        except StoreError:
+            raise StoreError(f"state file {self.path}: writes are failing") from None
+
+    async def _write_queued(
+        self, watches: dict[ExecutionKey, PendingWatch | None], ops: list[Op]
+    ) -> None:
+        db = self._db()
+        await self._run(lambda: self._write_batch(db, watches, ops))
 
     def _write_batch(
-        self, db: sqlite3.Connection, watches: dict[ExecutionKey, WatchRow | None], ops: list[Op]
+        self,
+        db: sqlite3.Connection,
+        watches: dict[ExecutionKey, PendingWatch | None],
+        ops: list[Op],
     ) -> None:
         write_batch(db, watches, ops)
         self.writes += 1

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from watcher.models import EventRecord, ExecutionKey, WatchRow
 
-# ("event", (record, sinks, now)), ("add", (rows, source, take_over, cursor, now)) or
+# ("event", (record, sinks, now)), ("change", (record, sinks, now, watch)),
+# ("add", (rows, source, take_over, cursor, now)) or
 # ("delivery", (status, attempts, next_attempt_at, last_error, updated_at, event_id,
 # sink)), in the order they were queued.
 Op = tuple[str, Any]
+
+# A queued watch save, compact: (workspace_id, execution_id, state, polls, first_seen_at,
+# changed_at, last_response as JSON text), the columns in the order the upsert binds them.
+PendingWatch: TypeAlias = tuple[str, str, str | None, int, float, float, str | None]
 
 
 class transaction:
@@ -29,22 +33,11 @@ class transaction:
 
 
 def write_batch(
-    db: sqlite3.Connection, watches: dict[ExecutionKey, WatchRow | None], ops: list[Op]
+    db: sqlite3.Connection, watches: dict[ExecutionKey, PendingWatch | None], ops: list[Op]
 ) -> None:
     """Everything queued since the last batch, as one transaction."""
     with transaction(db):
-        upserts = [
-            (
-                *row.key,
-                row.state,
-                row.polls,
-                row.first_seen_at,
-                row.changed_at,
-                None if row.last_response is None else json.dumps(row.last_response),
-            )
-            for row in watches.values()
-            if row is not None
-        ]
+        upserts = [row for row in watches.values() if row is not None]
         if upserts:
             db.executemany(
                 "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
@@ -64,6 +57,8 @@ def write_batch(
                 write_event(db, *args)
             elif kind == "add":
                 add_watches(db, *args)
+            elif kind == "change":
+                write_change(db, *args)
             else:
                 db.execute(
                     "UPDATE deliveries SET status = ?, attempts = ?, next_attempt_at = ?, "
@@ -99,6 +94,33 @@ def write_event(
             [(record.event_id, sink, now, now) for sink in sinks],
         )
     db.execute("DELETE FROM watches WHERE workspace_id = ? AND execution_id = ?", record.key)
+
+
+def write_change(
+    db: sqlite3.Connection,
+    record: EventRecord,
+    sinks: tuple[str, ...],
+    now: float,
+    watch: PendingWatch,
+) -> None:
+    """A state-change event, its outbox rows, and the watch's new state with it."""
+    added = db.execute(
+        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (record.event_id, *record.key, record.event, record.state, record.body, record.created_at),
+    ).rowcount
+    if added:
+        db.executemany(
+            "INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'pending', 0, ?, NULL, ?)",
+            [(record.event_id, sink, now, now) for sink in sinks],
+        )
+    db.execute(
+        "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
+        "changed_at, last_response) VALUES (?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (workspace_id, execution_id) DO UPDATE SET "
+        "state = excluded.state, polls = excluded.polls, "
+        "changed_at = excluded.changed_at, last_response = excluded.last_response",
+        watch,
+    )
 
 
 def add_watches(

@@ -1,0 +1,1 @@
+"""Discovery: find executions through Blink's list endpoint (docs/discovery.md)."""
