@@ -16,13 +16,13 @@ from watcher.discovery.manager import Discovery
 from watcher.errors import StoreError
 from watcher.metrics import Metrics
 from watcher.scheduler import Scheduler
-from watcher.store import Store
+from watcher.store.base import StateStore
 
 log = structlog.get_logger("watcher.service")
 
 
 async def resume(
-    config: Config, store: Store, scheduler: Scheduler, outbox: Outbox, discovery: Discovery
+    config: Config, store: StateStore, scheduler: Scheduler, outbox: Outbox, discovery: Discovery
 ) -> dict[str, int]:
     """Schedule the configured watches, resuming stored ones; counts for the log.
 
@@ -64,7 +64,7 @@ async def resume(
 
 
 async def pick_up_outside_changes(
-    store: Store, outbox: Outbox, metrics: Metrics, every_s: float
+    store: StateStore, outbox: Outbox, metrics: Metrics, every_s: float
 ) -> None:
     """Pick up deliveries another process re-queued (``deliveries --retry-dead``)."""
     await store.changed_elsewhere()  # the baseline
@@ -82,7 +82,7 @@ async def pick_up_outside_changes(
             log.info("delivery.requeued", deliveries=requeued, by="another process")
 
 
-async def prune(store: Store, keep_s: Callable[[], float], every_s: float) -> None:
+async def prune(store: StateStore, keep_s: Callable[[], float], every_s: float) -> None:
     """Prune reported history past ``state.keep_reported`` (docs/contract.md, "Retention")."""
     while True:
         try:

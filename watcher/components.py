@@ -22,7 +22,7 @@ from watcher.models import DeliveryRow, ExecutionKey, WatchRow
 from watcher.redact import register_secret
 from watcher.sinks import Sink, build_sink
 from watcher.sinks.webhook import url_secrets
-from watcher.store import Store
+from watcher.store import StateStore
 
 log = structlog.get_logger("watcher.components")
 
@@ -89,7 +89,7 @@ async def plan_reload(
     old: Config,
     new: Config,
     metrics: Metrics,
-    store: Store,
+    store: StateStore,
     running_sinks: Sequence[Sink],
     watched: Iterable[ExecutionKey],
     client_factory: ClientFactory = new_client,

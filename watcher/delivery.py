@@ -25,7 +25,7 @@ from watcher.errors import DeliveryError, StoreError
 from watcher.http import backoff_delay
 from watcher.models import DeliveryRow, Event, EventRecord, ExecutionKey, WatchRow, key_fields
 from watcher.sinks import Sink
-from watcher.store import Store
+from watcher.store import StateStore
 
 log = structlog.get_logger("watcher.delivery")
 
@@ -67,7 +67,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: Store,
+        store: StateStore,
         sinks: Iterable[Sink],
         *,
         observer: DeliveryObserver | None = None,

@@ -36,6 +36,14 @@ class StoreError(WatcherError):
     """The state store cannot be used."""
 
 
+class LeaseLostError(StoreError):
+    """Another replica took this watch over: this one must drop it, not commit its outcome."""
+
+
+class NewerSchemaError(StoreError):
+    """The shared database was upgraded by a newer release: restarting cannot help (exit 78)."""
+
+
 class ApiError(WatcherError):
     """A poll of the Blink API did not produce an execution object."""
 

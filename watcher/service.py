@@ -33,13 +33,14 @@ from watcher.config.model import wants_state_changes
 from watcher.delivery import Outbox
 from watcher.discovery.manager import Discovery
 from watcher.discovery.metrics import DiscoveryCollector
-from watcher.errors import ConfigError, StoreError
+from watcher.errors import EX_CONFIG, ConfigError, NewerSchemaError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
 from watcher.models import Event, WatchRow, key_fields
 from watcher.scheduler import Scheduler
 from watcher.sinks import build_sink
-from watcher.store import Store
+from watcher.store import StateStore, Store
+from watcher.store.postgres import open_shared
 from watcher.systemd import Notifier
 
 log = structlog.get_logger("watcher.service")
@@ -55,7 +56,7 @@ PRUNE_EVERY_S: Final = 600.0
 OUTSIDE_CHANGES_EVERY_S: Final = 2.0
 
 Command = Literal["stop", "reload", "done"]
-StoreFactory = Callable[[Path], Store]
+StoreFactory = Callable[[Path], StateStore]
 
 
 class _Closable(Protocol):
@@ -92,7 +93,7 @@ class Service:
         self._signals = 0
         self._force = asyncio.Event()
         self._stopping = asyncio.Event()  # set at shutdown: retired resources close at once
-        self.store: Store
+        self.store: StateStore
         self.scheduler: Scheduler
         self.outbox: Outbox
         self.client: BlinkClient
@@ -143,6 +144,9 @@ class Service:
         except StateInUseError as exc:
             log.error("store.in_use", reason=str(exc))
             return 1
+        except NewerSchemaError as exc:
+            log.error("store.newer_schema", reason=str(exc))
+            return EX_CONFIG
         except StoreError as exc:
             log.error("store.failed", reason=str(exc))
             return 1
@@ -155,8 +159,11 @@ class Service:
     async def _build(self, stack: contextlib.AsyncExitStack) -> bool:
         """Open every part of the daemon into ``stack``; False when it cannot start."""
         config = self.config
-        stack.enter_context(StateLock(config.state_path))  # before the store touches the file
-        self.store = await stack.enter_async_context(self._store_factory(config.state_path))
+        if config.shared_state is not None:  # PostgreSQL shared by replicas (docs/replicas.md)
+            self.store = await stack.enter_async_context(open_shared(config.shared_state))
+        else:
+            stack.enter_context(StateLock(config.state_path))  # before the store touches the file
+            self.store = await stack.enter_async_context(self._store_factory(config.state_path))
         self.client = await self._client_factory(config, self.metrics).__aenter__()
         # Whichever client is current at the end: a reload may have replaced this one.
         stack.push_async_callback(lambda: self.client.close())

@@ -1,18 +1,29 @@
-"""Watches from the API and discovery: committed before the call returns, kept by later writes."""
+"""Watches from the API and discovery: committed before the call returns, kept by later writes.
+
+On both backends (SQLite and PostgreSQL).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+import pytest
 
+from tests.store.conftest import StoreFactory
 from tests.store.rows import KEY, OTHER, event, watch
-from watcher.store import Store
+from watcher.store import StateStore as Store
 
 
-async def test_added_watches_are_committed_with_their_source(store: Store, db_path: Path) -> None:
+@pytest.fixture
+def store(any_store: Store) -> Store:
+    return any_store
+
+
+async def test_added_watches_are_committed_with_their_source(
+    store: Store, new_store: StoreFactory
+) -> None:
     store.save_watch(watch(OTHER))  # a config watch, through the queue
     await store.add_watches([watch(KEY, state=None, polls=0)], "api")
     # Another connection sees it at once: the call returned only after the commit.
-    async with Store(db_path) as other:
+    async with new_store() as other:
         assert await other.watch_sources() == {KEY: "api"}
     assert {r.key for r in await store.load_watches()} == {KEY, OTHER}
 
@@ -49,13 +60,13 @@ async def test_adding_again_supersedes_a_queued_forget(store: Store) -> None:
 
 
 async def test_a_cursor_is_committed_with_the_watches_it_covers(
-    store: Store, db_path: Path
+    store: Store, new_store: StoreFactory
 ) -> None:
     assert await store.load_cursor("failed") is None
     await store.add_watches(
         [watch(KEY, state=None, polls=0)], "discover:failed", cursor=("failed", "t=1")
     )
-    async with Store(db_path) as other:
+    async with new_store() as other:
         assert await other.load_cursor("failed") == "t=1"
         assert await other.watch_sources() == {KEY: "discover:failed"}
     await store.add_watches([], "discover:failed", cursor=("failed", "t=2"))

@@ -33,6 +33,7 @@ from watcher.config.model import (
     WebhookSinkConfig,
 )
 from watcher.config.paths import state_base
+from watcher.config.shared import SharedState, parse_shared
 from watcher.config.table import (
     Table,
     check_header_value,
@@ -179,10 +180,11 @@ def _webhook_name(url: str) -> str:
     return f"webhook:{host}:{hashlib.sha256(url.encode()).hexdigest()[:8]}"
 
 
-def _state(t: Table) -> tuple[Path, float]:
+def _state(t: Table, config_dir: Path, resolve: bool) -> tuple[Path, float, SharedState | None]:
+    shared = parse_shared(t, config_dir, resolve)
     raw = Path(t.text("path", "blink-watcher.db")).expanduser()
     path = raw if raw.is_absolute() else state_base(t.file)[0] / raw
-    return path, t.number("keep_reported", KEEP_REPORTED_S, above=0)
+    return path, t.number("keep_reported", KEEP_REPORTED_S, above=0), shared
 
 
 def _server(t: Table, config_dir: Path) -> ServerConfig:
@@ -231,6 +233,11 @@ def _with_secrets(config: Config, data: Mapping[str, Any]) -> Config:
                 check_whsec(t, "secret_file" if "secret_file" in t.data else "secret_env", secret)
                 sink = replace(sink, secret=secret)
         sinks.append(sink)
+    shared = config.shared_state
+    if shared is not None and shared.password_source is not None:
+        t = Table(config.file, "state", data.get("state") or {})
+        password, _ = read_secret(t, config_dir, True, None, prefix="password")
+        config = replace(config, shared_state=replace(shared, password=password))
     # With the secrets, as it reads the environment too: a bad proxy variable stops
     # the start as a missing key does (a ConfigError), rather than going direct.
     check_environment()
@@ -312,10 +319,11 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         return executions_of(t, blink.workspace_id, config_dir), max_watches
 
     executions, max_watches = section("watch", watch, (no_executions, MAX_WATCHES))
-    state_path, keep_reported_s = section(
+    no_shared: SharedState | None = None
+    state_path, keep_reported_s, shared_state = section(
         "state",
-        _state,
-        (state_base(file)[0] / "blink-watcher.db", KEEP_REPORTED_S),
+        lambda t: _state(t, config_dir, False),
+        (state_base(file)[0] / "blink-watcher.db", KEEP_REPORTED_S, no_shared),
     )
 
     def logging_(t: Table) -> tuple[str, Literal["json", "console"], JournalMode]:
@@ -357,6 +365,7 @@ def _parse(data: Mapping[str, Any], file: str) -> Config:
         executions=executions,
         state_path=state_path,
         keep_reported_s=keep_reported_s,
+        shared_state=shared_state,
         log_level=log_level,
         log_format=log_format,
         log_journal=log_journal,

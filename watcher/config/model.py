@@ -5,9 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 from watcher.models import ExecutionKey
+
+if TYPE_CHECKING:
+    from watcher.config.shared import SharedState
 
 DEFAULT_CONFIG_PATH: Final = "/etc/blink-watcher/config.toml"
 DEFAULT_BASE_URL: Final = "https://app.blinkops.com/api/v1"
@@ -193,6 +196,8 @@ class Config:
     # How long a reported execution's event body and delivery rows stay in the
     # store; a compact row per execution stays for good, so it is never watched again.
     keep_reported_s: float = KEEP_REPORTED_S
+    # A PostgreSQL database shared by replicas instead of the SQLite file (docs/replicas.md).
+    shared_state: SharedState | None = None
     log_level: str = "info"
     log_format: Literal["json", "console"] = "json"
     log_journal: JournalMode = "auto"
