@@ -162,6 +162,22 @@ class Outbox:
         self.idle.clear()
         lane.queue.push(due, delivery)
 
+    def drop(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Stop delivering these (event_id, sink) here: another replica took them over.
+
+        They stay in the store; an attempt in flight finishes, and its outcome
+        is refused there.
+        """
+        dropped = 0
+        for key in keys:
+            if self._pending.pop(key, None) is not None:
+                dropped += 1
+        self._update_idle()
+        return dropped
+
+    def pending_keys(self) -> list[tuple[str, str]]:
+        return list(self._pending)
+
     # --- sinks ----------------------------------------------------------------------------
 
     def replace_sinks(self, sinks: Iterable[Sink]) -> list[Sink]:

@@ -19,7 +19,13 @@ import structlog
 
 from watcher.config import PollConfig
 from watcher.duequeue import DueQueue, work_off
-from watcher.errors import AuthError, PermanentApiError, StoreError, TransientApiError
+from watcher.errors import (
+    AuthError,
+    LeaseLostError,
+    PermanentApiError,
+    StoreError,
+    TransientApiError,
+)
 from watcher.models import Event, EventType, Execution, ExecutionKey, WatchRow, key_fields
 
 log = structlog.get_logger("watcher.scheduler")
@@ -117,6 +123,8 @@ class Scheduler:
         self._unknown_states: set[str] = set()
         # Which [[discover]] rule found a watch (its events say so); only those are here.
         self.discovered_by: dict[ExecutionKey, str] = {}
+        # Replicas sharing a database: which keys this one may poll (those it holds).
+        self.admit: Callable[[ExecutionKey], bool] | None = None
         self.auth_failing = False
         self.last_ok_at: float | None = None
         self.finished = 0
@@ -145,7 +153,10 @@ class Scheduler:
     def add_many(self, keys: list[ExecutionKey], resumed: dict[ExecutionKey, WatchRow]) -> None:
         """Start watching each of ``keys``, resuming those found in ``resumed``."""
         now = self._wall()  # one float shared by every new watch
+        admit = self.admit
         for key in keys:
+            if admit is not None and not admit(key):
+                continue  # another replica holds it
             row = resumed.get(key)
             if row is not None:
                 self.resume(key, row.state, row.polls, row.first_seen_at)
@@ -174,6 +185,14 @@ class Scheduler:
         if watch is not None:
             watch.active = False  # its heap entry is skipped when it falls due
             self._store.forget_watch(key)
+            self._check_done()
+
+    def drop(self, key: ExecutionKey) -> None:
+        """Stop polling ``key`` here, leaving it stored: another replica holds it now."""
+        watch = self._watches.pop(key, None)
+        if watch is not None:
+            watch.active = False
+            self.discovered_by.pop(key, None)
             self._check_done()
 
     def _check_done(self) -> None:
@@ -281,11 +300,19 @@ class Scheduler:
         )
         try:
             await self._on_change(event, row)
+        except LeaseLostError:
+            self._lease_lost(watch)
+            return False
         except StoreError as exc:
             watch.polls -= 1  # the change is found again by the next poll, under the same id
             log.error("event.store_failed", **key_fields(watch.key), reason=str(exc))
             return False
         return True
+
+    def _lease_lost(self, watch: Watch) -> None:
+        """Another replica took this watch over: it produces the event, not this one."""
+        log.warning("watch.taken_over", **key_fields(watch.key), action="dropped here")
+        self.drop(watch.key)
 
     def _answered(self, now: float) -> None:
         self.last_ok_at = now
@@ -402,6 +429,9 @@ class Scheduler:
                 self.discovered_by.get(watch.key),
             )
             await self._on_event(event)
+        except LeaseLostError:
+            self._lease_lost(watch)
+            return None
         except StoreError as exc:
             # Not stored means not produced: poll again later rather than lose it.
             log.error("event.store_failed", **key_fields(watch.key), reason=str(exc))

@@ -44,12 +44,14 @@ class Discovery:
         scheduler: Scheduler,
         max_watches: Callable[[], int],
         spawn: Spawn,
+        holds: Callable[[str], bool] = lambda rule: True,
     ) -> None:
         self._client = _Current(client)
         self._store = store
         self._scheduler = scheduler
         self._max_watches = max_watches
         self._spawn = spawn
+        self._holds = holds  # replicas: whether this one lists the rule now
         self.runners: dict[str, RuleRunner] = {}
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -71,13 +73,14 @@ class Discovery:
             room=lambda: self._max_watches() - len(self._scheduler),
             hand_over=self._hand_over,
             is_watched=self._scheduler.__contains__,
+            held=lambda: self._holds(rule.name),
         )
         self.runners[rule.name] = runner
         self._tasks[rule.name] = self._spawn(f"discover {rule.name}", runner.run())
 
     def settled(self) -> bool:
         """Has every rule listed to the end at least once (``run --exit-when-done``)?"""
-        return all(r.state.sweeps > 0 for r in self.runners.values())
+        return all(r.state.sweeps > 0 or not r.held() for r in self.runners.values())
 
     def _hand_over(self, keys: list[ExecutionKey], rule: str) -> None:
         for key in keys:

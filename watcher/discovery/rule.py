@@ -26,6 +26,8 @@ log = structlog.get_logger("watcher.discovery")
 
 # How often a rule at the cap looks whether watches have ended.
 ROOM_CHECK_S: Final = 0.5
+# How often a replica not holding a rule looks again (another replica lists it meanwhile).
+HELD_CHECK_S: Final = 0.5
 
 
 class Lister(Protocol):
@@ -77,8 +79,11 @@ class RuleRunner:
         is_watched: Callable[[ExecutionKey], bool],
         wall: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        held: Callable[[], bool] = lambda: True,
     ) -> None:
         self.rule = rule
+        # Replicas sharing a database: whether this one holds the rule now (one lists it).
+        self.held = held
         self.state = RuleState()
         self._client = client
         self._store = store
@@ -91,8 +96,19 @@ class RuleRunner:
         self._seen: dict[str, int] = {}
 
     async def run(self) -> None:
-        cursor = await self._initial_cursor()
         while True:
+            while not self.held():
+                await self._sleep(HELD_CHECK_S)
+            await self._run_while_held()
+
+    async def _run_while_held(self) -> None:
+        try:
+            cursor = await self._initial_cursor()
+        except StoreError as exc:
+            self._failed(exc, "discover.query_failed", "warning")
+            await self._sleep(self.rule.interval_s)
+            return
+        while self.held():
             try:
                 cursor, full = await self.sweep(cursor)
                 self.state.last_error = None

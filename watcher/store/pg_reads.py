@@ -115,7 +115,18 @@ class PgReads:
     async def load_cursor(self, rule: str) -> str | None:
         await self.flush()
         rows = await self._fetch("SELECT cursor FROM cursors WHERE rule = %s", (rule,))
-        return None if not rows else str(rows[0][0])
+        # '' is a rule claimed (by a replica) before its first page.
+        return None if not rows or not rows[0][0] else str(rows[0][0])
+
+    async def find_watch(self, key: ExecutionKey) -> tuple[str | None, int, str, str | None] | None:
+        """(state, polls, source, owner) of a watch, whichever replica holds it."""
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT state, polls, source, owner FROM watches "
+            "WHERE workspace_id = %s AND execution_id = %s",
+            key,
+        )
+        return None if not rows else (rows[0][0], int(rows[0][1]), str(rows[0][2]), rows[0][3])
 
     async def reported(self, keys: Iterable[ExecutionKey]) -> dict[ExecutionKey, Reported]:
         """The ending event of each of ``keys`` that was reported."""

@@ -8,8 +8,8 @@ migrate once, the others wait and then see the new version. A database newer
 than this release is refused, never touched.
 
 Times are unix seconds (double precision) as in the SQLite store, except
-lease expiries, which are the database's own ``now()`` plus the lease, so
-replicas' clocks never decide who holds a watch.
+lease expiries (``replicas.lease_until``), which are the database's own
+``now()`` plus the lease, so replicas' clocks never decide who holds a watch.
 """
 
 from __future__ import annotations
@@ -91,7 +91,18 @@ CREATE TABLE replicas (
 );
 """
 
-MIGRATIONS: Final[tuple[str, ...]] = (V1,)
+# Leases move from each row to its replica: renewing is one row per replica,
+# whatever it holds; a row keeps its owner and fence.
+V2: Final = """
+ALTER TABLE replicas ADD COLUMN lease_until timestamptz NOT NULL DEFAULT now();
+ALTER TABLE watches DROP COLUMN lease_until;
+ALTER TABLE deliveries DROP COLUMN lease_until;
+ALTER TABLE cursors DROP COLUMN lease_until;
+CREATE INDEX deliveries_owner ON deliveries (owner) WHERE status = 'pending';
+CREATE INDEX replicas_lease ON replicas (lease_until);
+"""
+
+MIGRATIONS: Final[tuple[str, ...]] = (V1, V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -27,6 +27,13 @@ UPSERT_WATCH = (
 )
 
 
+# With replicas: a watch's progress is saved only by the replica holding it.
+UPDATE_HELD_WATCH = (
+    "UPDATE watches SET state = %s, polls = %s, changed_at = %s, last_response = %s "
+    "WHERE workspace_id = %s AND execution_id = %s AND owner = %s AND fence = %s"
+)
+
+
 async def write_batch(
     conn: Any,
     watches: dict[ExecutionKey, WatchRow | None],
@@ -35,55 +42,82 @@ async def write_batch(
 ) -> set[int]:
     """Everything queued since the last batch, in the caller's transaction.
 
-    With ``claims`` (a replica sharing the database), an event commits only
-    under a lease this replica still holds; the indexes of the ops refused so
-    are returned (fencing: a replica that lost its lease commits nothing).
+    With ``claims`` (a replica sharing the database), a watch's progress is
+    saved and its event committed only under a claim this replica still holds;
+    the indexes of the events refused so are returned (fencing: a replica that
+    lost its lease commits nothing). Delivery outcomes the database refused
+    (the delivery was taken over) are added to ``claims.lost_deliveries``.
     """
     refused: set[int] = set()
-    upserts = [
-        (
-            *row.key,
-            row.state,
-            row.polls,
-            row.first_seen_at,
-            row.changed_at,
-            None if row.last_response is None else json.dumps(row.last_response),
-        )
-        for row in watches.values()
-        if row is not None
-    ]
+    saved = [row for row in watches.values() if row is not None]
     async with conn.cursor() as cur:
-        if upserts:
-            await cur.executemany(UPSERT_WATCH, upserts)
+        if saved and claims is None:
+            await cur.executemany(UPSERT_WATCH, [_upsert_args(row) for row in saved])
+        elif saved and claims is not None:
+            held = [row for row in saved if row.key in claims.held]
+            if held:
+                await cur.executemany(
+                    UPDATE_HELD_WATCH,
+                    [(r.state, r.polls, r.changed_at, _response(r), *r.key,
+                      claims.me, claims.held[r.key]) for r in held],
+                )  # fmt: skip
         removals = [key for key, row in watches.items() if row is None]
         if removals:
             await cur.executemany(
                 "DELETE FROM watches WHERE workspace_id = %s AND execution_id = %s", removals
             )
+        owner = None if claims is None else claims.me
         for index, (kind, args) in enumerate(ops):
             if kind == "event":
                 if claims is not None and not await claims.still_held(cur, args[0].key):
                     refused.add(index)
                     continue
-                await write_event(cur, *args)
+                await write_event(cur, *args, owner=owner)
             elif kind == "add":
-                await add_watches(cur, *args)
+                inserted = await add_watches(cur, *args, claims=claims)
+                if claims is not None:
+                    claims.held.update(dict.fromkeys(inserted, 1))
             elif kind == "change":
                 if claims is not None and not await claims.still_held(cur, args[0].key):
                     refused.add(index)
                     continue
-                await write_change(cur, *args)
-            else:
+                await write_change(cur, *args, owner=owner)
+            elif claims is None:
                 await cur.execute(
                     "UPDATE deliveries SET status = %s, attempts = %s, next_attempt_at = %s, "
                     "last_error = %s, updated_at = %s WHERE event_id = %s AND sink = %s",
                     args,
                 )
+            else:
+                await cur.execute(
+                    "UPDATE deliveries SET status = %s, attempts = %s, next_attempt_at = %s, "
+                    "last_error = %s, updated_at = %s WHERE event_id = %s AND sink = %s "
+                    "AND owner = %s",
+                    (*args, claims.me),
+                )
+                if not cur.rowcount:
+                    claims.lost_deliveries.add((args[5], args[6]))
     return refused
 
 
-async def write_event(cur: Any, record: EventRecord, sinks: tuple[str, ...], now: float) -> None:
-    """An event, its outbox rows and the end of its watch."""
+def _response(row: WatchRow) -> str | None:
+    return None if row.last_response is None else json.dumps(row.last_response)
+
+
+def _upsert_args(row: WatchRow) -> tuple[Any, ...]:
+    return (*row.key, row.state, row.polls, row.first_seen_at, row.changed_at, _response(row))
+
+
+OUTBOX_ROWS = (
+    "INSERT INTO deliveries (event_id, sink, status, attempts, next_attempt_at, "
+    "updated_at, owner) VALUES (%s, %s, 'pending', 0, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+async def write_event(
+    cur: Any, record: EventRecord, sinks: tuple[str, ...], now: float, *, owner: str | None
+) -> None:
+    """An event, its outbox rows (held by ``owner``) and the end of its watch."""
     await cur.execute(
         "INSERT INTO reported VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
         (*record.key, record.event_id, record.event, record.state, record.created_at),
@@ -102,9 +136,7 @@ async def write_event(cur: Any, record: EventRecord, sinks: tuple[str, ...], now
         )
         if sinks:
             await cur.executemany(
-                "INSERT INTO deliveries (event_id, sink, status, attempts, next_attempt_at, "
-                "updated_at) VALUES (%s, %s, 'pending', 0, %s, %s) ON CONFLICT DO NOTHING",
-                [(record.event_id, sink, now, now) for sink in sinks],
+                OUTBOX_ROWS, [(record.event_id, sink, now, now, owner) for sink in sinks]
             )
     await cur.execute(
         "DELETE FROM watches WHERE workspace_id = %s AND execution_id = %s", record.key
@@ -112,7 +144,13 @@ async def write_event(cur: Any, record: EventRecord, sinks: tuple[str, ...], now
 
 
 async def write_change(
-    cur: Any, record: EventRecord, sinks: tuple[str, ...], now: float, watch: WatchRow
+    cur: Any,
+    record: EventRecord,
+    sinks: tuple[str, ...],
+    now: float,
+    watch: WatchRow,
+    *,
+    owner: str | None,
 ) -> None:
     """A state-change event, its outbox rows, and the watch's new state with it."""
     await cur.execute(
@@ -121,15 +159,30 @@ async def write_change(
     )
     if cur.rowcount and sinks:
         await cur.executemany(
-            "INSERT INTO deliveries (event_id, sink, status, attempts, next_attempt_at, "
-            "updated_at) VALUES (%s, %s, 'pending', 0, %s, %s) ON CONFLICT DO NOTHING",
-            [(record.event_id, sink, now, now) for sink in sinks],
+            OUTBOX_ROWS, [(record.event_id, sink, now, now, owner) for sink in sinks]
         )
-    last = None if watch.last_response is None else json.dumps(watch.last_response)
-    await cur.execute(
-        UPSERT_WATCH,
-        (*watch.key, watch.state, watch.polls, watch.first_seen_at, watch.changed_at, last),
-    )
+    if owner is None:
+        await cur.execute(UPSERT_WATCH, _upsert_args(watch))
+    else:  # the row is locked and held (still_held): only its progress changes
+        await cur.execute(
+            "UPDATE watches SET state = %s, polls = %s, changed_at = %s, last_response = %s "
+            "WHERE workspace_id = %s AND execution_id = %s",
+            (watch.state, watch.polls, watch.changed_at, _response(watch), *watch.key),
+        )
+
+
+ADD_WATCHES = """
+INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, changed_at,
+                     last_response, source, owner, fence)
+SELECT k.ws, k.ex, k.state, k.polls, k.first_seen, k.changed, NULL, %(source)s, %(owner)s,
+       CASE WHEN %(owner)s::text IS NULL THEN 0 ELSE 1 END
+FROM unnest(%(ws)s::text[], %(ex)s::text[], %(state)s::text[], %(polls)s::int[],
+            %(first_seen)s::float8[], %(changed)s::float8[])
+     AS k (ws, ex, state, polls, first_seen, changed)
+WHERE NOT EXISTS (SELECT 1 FROM reported r WHERE r.workspace_id = k.ws AND r.execution_id = k.ex)
+ON CONFLICT (workspace_id, execution_id) {conflict}
+RETURNING workspace_id, execution_id, (xmax = 0) AS inserted
+"""
 
 
 async def add_watches(
@@ -139,33 +192,38 @@ async def add_watches(
     take_over: bool,
     cursor: tuple[str, str] | None,
     now: float,
-) -> None:
-    """New watches from ``source``; a stored one keeps its progress; a reported one is skipped."""
+    *,
+    claims: Claims | None = None,
+) -> list[ExecutionKey]:
+    """New watches from ``source``; a stored one keeps its progress; a reported one is skipped.
+
+    With ``claims``, a new watch is held by this replica from the start (its
+    first poll is right away, here); the keys inserted are returned.
+    """
     conflict = "DO UPDATE SET source = excluded.source" if take_over else "DO NOTHING"
+    inserted: list[ExecutionKey] = []
     if rows:
-        await cur.executemany(
-            "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
-            "changed_at, last_response, source) "
-            "SELECT %s, %s, %s, %s, %s, %s, NULL, %s WHERE NOT EXISTS (SELECT 1 FROM reported "
-            "WHERE workspace_id = %s AND execution_id = %s) "
-            f"ON CONFLICT (workspace_id, execution_id) {conflict}",
-            [
-                (
-                    *row.key,
-                    row.state,
-                    row.polls,
-                    row.first_seen_at,
-                    row.changed_at,
-                    source,
-                    *row.key,
-                )
-                for row in rows
-            ],
+        await cur.execute(
+            ADD_WATCHES.format(conflict=conflict),
+            {
+                "source": source,
+                "owner": None if claims is None else claims.me,
+                "ws": [r.key[0] for r in rows],
+                "ex": [r.key[1] for r in rows],
+                "state": [r.state for r in rows],
+                "polls": [r.polls for r in rows],
+                "first_seen": [r.first_seen_at for r in rows],
+                "changed": [r.changed_at for r in rows],
+            },
         )
+        inserted = [(ws, ex) for ws, ex, new in await cur.fetchall() if new]
     if cursor is not None:
+        # A replica moves a rule's cursor only while it holds the rule (or nobody does).
         await cur.execute(
             "INSERT INTO cursors (rule, cursor, updated_at) VALUES (%s, %s, %s) "
             "ON CONFLICT (rule) DO UPDATE SET cursor = excluded.cursor, "
-            "updated_at = excluded.updated_at",
-            (*cursor, now),
+            "updated_at = excluded.updated_at "
+            "WHERE cursors.owner IS NULL OR cursors.owner = %s",
+            (*cursor, now, None if claims is None else claims.me),
         )
+    return inserted

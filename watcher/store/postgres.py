@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -32,11 +32,13 @@ from watcher.store.pg_reads import PgReads
 from watcher.store.pg_writes import Op, write_batch
 
 log = structlog.get_logger("watcher.store")
+T = TypeVar("T")
 
 _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 5.0
 _CLOSE_FLUSH_S = 10.0
 _LOOKUP_CHUNK = 1000
+_CONNECT_TIMEOUT_S = 5
 # Writes queued at most before polls wait for the database (as the SQLite store's bound).
 _BACKLOG_LIMIT = 2000
 
@@ -104,8 +106,15 @@ class PostgresStore(PgReads):
         kwargs: dict[str, Any] = {"autocommit": True}
         if self._password is not None:
             kwargs["password"] = self._password
+        kwargs.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
+        # A database that is down fails a request within seconds, not the pool's 30 s.
         pool = AsyncConnectionPool(
-            self.url, min_size=1, max_size=self._pool_size, kwargs=kwargs, open=False
+            self.url,
+            min_size=1,
+            max_size=self._pool_size,
+            kwargs=kwargs,
+            open=False,
+            timeout=_CONNECT_TIMEOUT_S,
         )
         try:
             await pool.open(wait=True, timeout=10.0)
@@ -221,7 +230,7 @@ class PostgresStore(PgReads):
         now = time.time()
         return await self._fetch_none(
             "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = %s, "
-            "updated_at = %s WHERE status = 'dead'",
+            "updated_at = %s, owner = NULL WHERE status = 'dead'",
             (now, now),
         )
 
@@ -250,6 +259,16 @@ class PostgresStore(PgReads):
         if pruned:
             log.info("store.pruned", events=pruned, keep_reported_s=keep_s)
         return pruned
+
+    async def using(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """Run ``work(connection)`` on a pooled connection; driver errors become StoreError."""
+        import psycopg
+
+        try:
+            async with self._db().connection() as conn:
+                return await work(conn)
+        except (psycopg.Error, OSError) as exc:
+            raise StoreError(f"state database {self.where}: {_reason(exc)}") from None
 
     async def _fetch_none(self, sql: str, params: Sequence[Any]) -> int:
         import psycopg
@@ -321,6 +340,8 @@ class PostgresStore(PgReads):
         if not self.healthy:
             log.info("store.write_recovered")
         self.healthy = True
+        if self.claims is not None:
+            self._settle_claims(watches, ops, refused)
         for index, (op, fut) in enumerate(ops):
             if index in refused:
                 key = op[1][0].key
@@ -333,11 +354,27 @@ class PostgresStore(PgReads):
                 fut.set_result(None)
         return True
 
+    def _settle_claims(
+        self,
+        watches: dict[ExecutionKey, WatchRow | None],
+        ops: list[tuple[Op, asyncio.Future[None] | None]],
+        refused: set[int],
+    ) -> None:
+        """Watches that ended or were removed are no longer held (their rows are gone)."""
+        assert self.claims is not None
+        held = self.claims.held
+        for key, row in watches.items():
+            if row is None:
+                held.pop(key, None)
+        for index, ((kind, args), _) in enumerate(ops):
+            if kind == "event" and index not in refused:
+                held.pop(args[0].key, None)
+
 
 def open_shared(shared: SharedState) -> PostgresStore:
-    """The store for ``[state] url`` (not yet open)."""
+    """The store for ``[state] url`` (not yet open), with this replica's claims."""
     password = None if shared.password is None else shared.password.reveal()
-    return PostgresStore(shared.url, password=password)
+    return PostgresStore(shared.url, password=password, claims=Claims(lease_s=shared.lease_s))
 
 
 def _reason(exc: BaseException) -> str:

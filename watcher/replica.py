@@ -1,0 +1,239 @@
+"""One replica among several sharing PostgreSQL: renew the lease, claim, rebalance, give back.
+
+Every ``claim_every_s`` the replica claims free watches (up to its fair share
+and its room), free pending deliveries and free discovery rules; every
+``renew_s`` it renews its lease (one row), checks that it still owns what it
+polls, and gives back what it holds beyond its fair share so a replica that
+joins gets work at once. A lease that ran out (the process froze, the
+database was unreachable for a whole lease) means everything is dropped here
+and the replica rejoins under a new id: another replica may have taken it
+all over, and its commits are fenced anyway. docs/replicas.md has the design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Final
+
+import structlog
+from prometheus_client import Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from watcher.config.shared import SharedState
+from watcher.delivery import Outbox
+from watcher.errors import StoreError
+from watcher.metrics import Metrics
+from watcher.scheduler import Scheduler
+from watcher.store.claims import Claims
+from watcher.store.postgres import PostgresStore
+
+log = structlog.get_logger("watcher.replica")
+
+CLAIM_EVERY_S: Final = 1.0
+DELIVERY_BATCH: Final = 500
+DISCOVER_PREFIX: Final = "discover:"
+
+
+class Replica:
+    """This process's membership of the replica set. ``run()`` works until cancelled."""
+
+    def __init__(
+        self,
+        store: PostgresStore,
+        shared: SharedState,
+        *,
+        scheduler: Scheduler,
+        outbox: Outbox,
+        rules: Callable[[], list[str]],
+        room: Callable[[], int],
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        assert store.claims is not None
+        self.store = store
+        self.claims: Claims = store.claims
+        self.shared = shared
+        self.scheduler = scheduler
+        self.outbox = outbox
+        self._rules = rules
+        self._room = room
+        self._clock = clock
+        self._claim_every_s = min(CLAIM_EVERY_S, shared.renew_s)
+        self._renewed_at = clock()  # the last renewal the database confirmed
+        self._renew_due = 0.0
+        self._share = shared.claim_batch  # what to hold at most, from the last census
+        self._wake = asyncio.Event()
+        self.unreachable: str | None = None  # why the database cannot be reached, if so
+        self.lease_losses = 0
+        self.claim_seconds = Histogram(
+            "blink_watcher_claim_seconds",
+            "Time one claim round takes (watches, deliveries and rules), in seconds.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=metrics.registry,
+        )
+        metrics.registry.register(_ReplicaCollector(self))
+        scheduler.admit = self.claims.held.__contains__
+
+    async def join(self) -> None:
+        """Register this replica (at start, before anything is claimed)."""
+        await self.store.using(self.claims.register)
+        self._renewed_at = self._clock()
+        log.info("replica.joined", replica=self.claims.me, lease_s=self.shared.lease_s)
+
+    def nudge(self) -> None:
+        """Claim now rather than at the next round (new watches were stored)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except StoreError as exc:
+                self._cut_off(str(exc))
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._claim_every_s)
+
+    async def round(self) -> None:
+        """One round: renew when due, then claim; StoreError when the database fails."""
+        now = self._clock()
+        if now >= self._renew_due:
+            await self._renew()
+            self._renew_due = now + self.shared.renew_s
+        started = time.perf_counter()
+        await self.store.using(self._claim)
+        self.claim_seconds.observe(time.perf_counter() - started)
+        lost = self.claims.lost_deliveries
+        if lost:
+            self.claims.lost_deliveries = set()
+            self.outbox.drop(lost)
+        if self.unreachable is not None:
+            log.info("replica.database_back", replica=self.claims.me)
+            self.unreachable = None
+
+    async def _renew(self) -> None:
+        if await self.store.using(self.claims.renew):
+            self._renewed_at = self._clock()
+            await self.store.using(self._reconcile)
+            return
+        await self._lease_lost("the lease ran out before it was renewed")
+
+    async def _lease_lost(self, why: str) -> None:
+        held = self._drop_everything()
+        self.lease_losses += 1
+        old = self.claims.me
+        await self.store.using(self.claims.rejoin)
+        self._renewed_at = self._clock()
+        log.error(
+            "replica.lease_lost",
+            replica=old,
+            rejoined_as=self.claims.me,
+            reason=why,
+            dropped_watches=held,
+            action="other replicas took over or will; claiming afresh",
+        )
+
+    def _drop_everything(self) -> int:
+        keys = self.scheduler.watched_keys()
+        for key in keys:
+            self.scheduler.drop(key)
+        self.outbox.drop(self.outbox.pending_keys())
+        self.claims.held.clear()
+        self.claims.rules.clear()
+        return len(keys)
+
+    def _cut_off(self, reason: str) -> None:
+        """The database failed: poll on while the lease may still hold, then stop."""
+        if self.unreachable is None:
+            log.error("replica.database_unreachable", reason=reason, action="retrying every second")
+        self.unreachable = reason
+        if self._clock() - self._renewed_at > self.shared.lease_s and len(self.scheduler):
+            # Past the lease other replicas may poll these: stop, so the API is not
+            # asked twice and no result waits on a replica that cannot store it.
+            dropped = self._drop_everything()
+            log.error(
+                "replica.lease_expired",
+                dropped_watches=dropped,
+                reason="no renewal for a whole lease",
+                action="rejoining once the database answers",
+            )
+            self._renew_due = 0.0
+
+    async def _reconcile(self, conn: Any) -> None:
+        """After a renewal: still own what is polled here; hold no more than a fair share."""
+        claims = self.claims
+        total, live, owned = await claims.census(conn)
+        if owned != len(claims.held):
+            in_db = await claims.owned(conn)
+            for key in [k for k in claims.held if k not in in_db]:
+                # Removed (a reload elsewhere, DELETE /v1/watches) or taken over.
+                claims.held.pop(key, None)
+                self.scheduler.drop(key)
+            strays = [k for k in in_db if k not in claims.held]
+            if strays:
+                await claims.give_back(conn, strays)
+        fair = math.ceil(total / max(live, 1))
+        slack = max(8, fair // 20)
+        self._share = fair + slack
+        extra = len(claims.held) - (fair + 2 * slack)
+        if extra > 0:
+            keys = list(claims.held)[-(len(claims.held) - self._share) :]
+            await claims.give_back(conn, keys)
+            for key in keys:
+                self.scheduler.drop(key)
+            log.info("replica.rebalanced", gave_back=len(keys), holding=len(claims.held))
+        await claims.forget_gone(conn)
+
+    async def _claim(self, conn: Any) -> None:
+        claims = self.claims
+        limit = min(self.shared.claim_batch, self._room(), self._share - len(claims.held))
+        for ws, ex, state, polls, first_seen, source in await claims.claim(conn, limit):
+            if source.startswith(DISCOVER_PREFIX):
+                self.scheduler.discovered_by[(ws, ex)] = source.removeprefix(DISCOVER_PREFIX)
+            self.scheduler.resume((ws, ex), state, polls, first_seen)
+        deliveries = await claims.claim_deliveries(conn, DELIVERY_BATCH)
+        if deliveries:
+            self.outbox.restore(deliveries)
+        await claims.claim_rules(conn, self._rules())
+
+    async def leave(self) -> None:
+        """Give every claim back (a clean stop): other replicas take them over at once."""
+        try:
+            released = await self.store.using(self.claims.release)
+        except StoreError as exc:
+            log.warning("replica.release_failed", reason=str(exc), effect="taken over after lease")
+            return
+        log.info("replica.left", replica=self.claims.me, released_watches=released)
+
+
+class _ReplicaCollector:
+    """Leases held and takeovers, read at scrape time."""
+
+    def __init__(self, replica: Replica) -> None:
+        self._replica = replica
+
+    def collect(self) -> Iterator[Metric]:
+        claims = self._replica.claims
+        held = GaugeMetricFamily(
+            "blink_watcher_leases_held", "Claims this replica holds, by kind.", labels=["kind"]
+        )
+        held.add_metric(["watches"], len(claims.held))
+        held.add_metric(["deliveries"], self._replica.outbox.outstanding)
+        held.add_metric(["rules"], len(claims.rules))
+        yield held
+        taken = CounterMetricFamily(
+            "blink_watcher_lease_takeovers",
+            "Watches and deliveries this replica took over from another (or from itself).",
+        )
+        taken.add_metric([], claims.takeovers)
+        yield taken
+        lost = CounterMetricFamily(
+            "blink_watcher_lease_losses",
+            "Times this replica's lease ran out and it dropped everything it held.",
+        )
+        lost.add_metric([], self._replica.lease_losses)
+        yield lost
