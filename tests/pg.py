@@ -33,6 +33,22 @@ class PgServer:
     port: int
     user: str
     bindir: Path
+    data: Path
+    options: str
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run(
+            _as_owner([str(self.bindir / "pg_ctl"), "-D", str(self.data), *args]),
+            capture_output=True,
+            check=True,
+        )
+
+    def stop(self) -> None:
+        """Stop the server (the database "restarting" or unreachable)."""
+        self._ctl("-m", "fast", "-w", "stop")
+
+    def start(self) -> None:
+        self._ctl("-o", self.options, "-l", str(self.data.parent / "log"), "-w", "start")
 
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{dbname}"
@@ -121,7 +137,7 @@ def running_server() -> Iterator[PgServer]:
             check=True,
         )
         started = True
-        yield PgServer("127.0.0.1", port, "postgres", bins)
+        yield PgServer("127.0.0.1", port, "postgres", bins, data, options)
     finally:
         if started:
             subprocess.run(

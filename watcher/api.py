@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler, Middleware
 
 from watcher.api_input import InputError, parse_key, parse_watches
 from watcher.models import ExecutionKey, Reported, WatchRow, format_key
+from watcher.store.postgres import PostgresStore
 
 if TYPE_CHECKING:
     from watcher.service import Service
@@ -156,15 +157,22 @@ class WatchApi:
             [WatchRow(k, None, 0, now, now) for k in fresh], "api", take_over=True
         )
         new = [k for k in fresh if k not in service.scheduler]
-        service.scheduler.add_many(new, {})
-        added = set(new)
+        service.scheduler.add_many(new, {})  # replicas: only those stored by this one
+        added = {k for k in new if k in service.scheduler}
         views = [
             _reported_view(k, reported[k])
             if k in reported
             else self._watch_view(k, "added" if k in added else "watching")
             for k in keys
         ]
-        return views, len(new)
+        return views, len(added)
+
+    async def _elsewhere(self, key: ExecutionKey) -> tuple[str | None, int, str, str | None] | None:
+        """A watch another replica holds: (state, polls, source, replica), or None."""
+        store = self._service.store
+        if self._service.replica is None or not isinstance(store, PostgresStore):
+            return None
+        return await store.find_watch(key)
 
     async def get(self, request: web.Request) -> web.Response:
         try:
@@ -175,6 +183,11 @@ class WatchApi:
             view = self._watch_view(key, "watching")
             view["source"] = (await self._service.store.watch_sources()).get(key, "config")
             return web.json_response(view)
+        elsewhere = await self._elsewhere(key)
+        if elsewhere is not None:
+            state, polls, source, owner = elsewhere
+            view = {**self._watch_view(key, "watching"), "state": state, "polls": polls}
+            return web.json_response({**view, "source": source, "replica": owner})
         reported = await self._service.store.reported([key])
         if key in reported:
             return web.json_response(_reported_view(key, reported[key]))
@@ -207,13 +220,16 @@ class WatchApi:
         except InputError as exc:
             return error(400, str(exc))
         service = self._service
-        if key not in service.scheduler:
+        if key not in service.scheduler and await self._elsewhere(key) is None:
             return error(404, f"{format_key(key)} is not watched")
         if key in service.config.executions:
             return error(
                 409,
                 f"{format_key(key)} is listed in {service.config.file}: remove it there and reload",
             )
-        service.scheduler.remove(key)
+        if key in service.scheduler:
+            service.scheduler.remove(key)
+        else:  # held by another replica: it drops the watch at its next renewal
+            service.store.forget_watch(key)
         await service.store.flush()  # gone for good before the answer
         return web.Response(status=204)

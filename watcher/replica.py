@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
 import structlog
@@ -27,6 +27,7 @@ from watcher.config.shared import SharedState
 from watcher.delivery import Outbox
 from watcher.errors import StoreError
 from watcher.metrics import Metrics
+from watcher.models import ExecutionKey, WatchRow
 from watcher.scheduler import Scheduler
 from watcher.store.claims import Claims
 from watcher.store.postgres import PostgresStore
@@ -83,6 +84,19 @@ class Replica:
         await self.store.using(self.claims.register)
         self._renewed_at = self._clock()
         log.info("replica.joined", replica=self.claims.me, lease_s=self.shared.lease_s)
+
+    async def start(self, executions: Sequence[ExecutionKey]) -> dict[str, int]:
+        """Join, store the config's executions, and claim a first share; counts for the log."""
+        await self.join()
+        reported = await self.store.reported_keys(executions)
+        removed = await sync_config(self.store, self.scheduler, executions)
+        await self.round()
+        return {
+            "watching": len(self.scheduler),
+            "already_finished": len(reported),
+            "removed_from_config": removed,
+            "pending_deliveries": self.outbox.outstanding,
+        }
 
     def nudge(self) -> None:
         """Claim now rather than at the next round (new watches were stored)."""
@@ -190,11 +204,16 @@ class Replica:
 
     async def _claim(self, conn: Any) -> None:
         claims = self.claims
-        limit = min(self.shared.claim_batch, self._room(), self._share - len(claims.held))
-        for ws, ex, state, polls, first_seen, source in await claims.claim(conn, limit):
-            if source.startswith(DISCOVER_PREFIX):
-                self.scheduler.discovered_by[(ws, ex)] = source.removeprefix(DISCOVER_PREFIX)
-            self.scheduler.resume((ws, ex), state, polls, first_seen)
+        batch = self.shared.claim_batch
+        while True:  # bounded batches, until the share is held or nothing is free
+            limit = min(batch, self._room(), self._share - len(claims.held))
+            rows = await claims.claim(conn, limit)
+            for ws, ex, state, polls, first_seen, source in rows:
+                if source.startswith(DISCOVER_PREFIX):
+                    self.scheduler.discovered_by[(ws, ex)] = source.removeprefix(DISCOVER_PREFIX)
+                self.scheduler.resume((ws, ex), state, polls, first_seen)
+            if len(rows) < batch:
+                break
         deliveries = await claims.claim_deliveries(conn, DELIVERY_BATCH)
         if deliveries:
             self.outbox.restore(deliveries)
@@ -208,6 +227,24 @@ class Replica:
             log.warning("replica.release_failed", reason=str(exc), effect="taken over after lease")
             return
         log.info("replica.left", replica=self.claims.me, released_watches=released)
+
+
+async def sync_config(
+    store: PostgresStore, scheduler: Scheduler, executions: Sequence[ExecutionKey]
+) -> int:
+    """Make the shared watch list match the config's executions; how many left it.
+
+    New ones are stored (and held here, so polled at once); stored ones keep
+    their progress and their holder; config-listed ones the config no longer
+    has are removed for every replica (their holders notice at renewal).
+    """
+    now = time.time()
+    await store.add_watches([WatchRow(k, None, 0, now, now) for k in executions], "config")
+    scheduler.add_many(list(executions), {})  # only those this replica holds
+    gone = await store.drop_unlisted(executions)
+    for key in gone:
+        scheduler.drop(key)
+    return len(gone)
 
 
 class _ReplicaCollector:

@@ -37,10 +37,11 @@ from watcher.errors import EX_CONFIG, ConfigError, NewerSchemaError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
 from watcher.models import Event, WatchRow, key_fields
+from watcher.replica import Replica, sync_config
 from watcher.scheduler import Scheduler
 from watcher.sinks import build_sink
 from watcher.store import StateStore, Store
-from watcher.store.postgres import open_shared
+from watcher.store.postgres import PostgresStore, open_shared
 from watcher.systemd import Notifier
 
 log = structlog.get_logger("watcher.service")
@@ -98,6 +99,7 @@ class Service:
         self.outbox: Outbox
         self.client: BlinkClient
         self.discovery: Discovery
+        self.replica: Replica | None = None  # with [state] url: one of several replicas
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._tg: asyncio.TaskGroup | None = None
         # Called with each event once it is stored (the demo's live view listens here).
@@ -159,11 +161,16 @@ class Service:
     async def _build(self, stack: contextlib.AsyncExitStack) -> bool:
         """Open every part of the daemon into ``stack``; False when it cannot start."""
         config = self.config
-        if config.shared_state is not None:  # PostgreSQL shared by replicas (docs/replicas.md)
-            self.store = await stack.enter_async_context(open_shared(config.shared_state))
+        shared = config.shared_state
+        pg = None
+        if shared is not None:  # PostgreSQL shared by replicas (docs/replicas.md)
+            pg = await stack.enter_async_context(open_shared(shared))
+            self.store = pg
+            where = {"database": pg.where}
         else:
             stack.enter_context(StateLock(config.state_path))  # before the store touches the file
             self.store = await stack.enter_async_context(self._store_factory(config.state_path))
+            where = {"state_path": str(config.state_path)}
         self.client = await self._client_factory(config, self.metrics).__aenter__()
         # Whichever client is current at the end: a reload may have replaced this one.
         stack.push_async_callback(lambda: self.client.close())
@@ -182,22 +189,37 @@ class Service:
             on_change=self._on_event,
         )
         self.scheduler.state_events = wants_state_changes(config.sinks)
+        claims = None if pg is None else pg.claims
         self.discovery = Discovery(
             client=lambda: self.client,
             store=self.store,
             scheduler=self.scheduler,
             max_watches=lambda: self.config.max_watches,
             spawn=self._start_task,
+            holds=lambda rule: claims is None or rule in claims.rules,
         )
-        # In its own frame: this frame lives as long as the daemon, and the
-        # start-up maps (100,000 stored rows) must not.
-        counts = await chores.resume(
-            config, self.store, self.scheduler, self.outbox, self.discovery
-        )
+        if pg is not None and shared is not None:
+            self.replica = Replica(
+                pg,
+                shared,
+                scheduler=self.scheduler,
+                outbox=self.outbox,
+                rules=lambda: [r.name for r in self.config.discover],
+                room=lambda: self.config.max_watches - len(self.scheduler),
+                metrics=self.metrics,
+            )
+            counts = await self.replica.start(config.executions)
+            where["replica"] = self.replica.claims.me
+        else:
+            # In its own frame: this frame lives as long as the daemon, and the
+            # start-up maps (100,000 stored rows) must not.
+            counts = await chores.resume(
+                config, self.store, self.scheduler, self.outbox, self.discovery
+            )
         chores.bind_metrics(self.metrics, self.scheduler, self.outbox, lambda: self.client)
         self.metrics.registry.register(DiscoveryCollector(lambda: self.discovery.runners))
         self.metrics.set_dead_letters(await self.store.dead_letters())
-        log.info("service.started", **counts, state_path=str(config.state_path))
+        log.info("service.started", **counts, **where)
         for warning in config.warnings:
             log.warning("config.warning", reason=warning)
         if config.server is not None:
@@ -231,12 +253,15 @@ class Service:
                         self.store, lambda: self.config.keep_reported_s, self._prune_every_s
                     ),
                 )
-                self._start_task(
-                    "outside changes",
-                    chores.pick_up_outside_changes(
-                        self.store, self.outbox, self.metrics, self._outside_every_s
-                    ),
-                )
+                if self.replica is not None:  # claims pick up re-queued deliveries too
+                    self._start_task("replica", self.replica.run())
+                else:
+                    self._start_task(
+                        "outside changes",
+                        chores.pick_up_outside_changes(
+                            self.store, self.outbox, self.metrics, self._outside_every_s
+                        ),
+                    )
                 self.discovery.start(self.config.discover)
                 if self.exit_when_done:
                     self._start_task("done", self._done_watcher())
@@ -257,10 +282,12 @@ class Service:
 
     async def _shutdown(self, command: Command) -> None:
         self.notifier.stopping()
-        poller = self._tasks.pop("scheduler")
-        poller.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await poller
+        for name in ("replica", "scheduler"):  # claim nothing more, then poll no more
+            task = self._tasks.pop(name, None)
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if command == "stop" and self.outbox.outstanding:
             log.info(
                 "service.draining", pending_deliveries=self.outbox.outstanding, within_s=DRAIN_S
@@ -276,6 +303,8 @@ class Service:
         # task group waits for them instead of cancelling them half-closed.
         self._stopping.set()
         await self.store.flush()
+        if self.replica is not None:
+            await self.replica.leave()  # the others take over now, not after a lease
         log.info(
             "service.stopped",
             reason=command,
@@ -362,6 +391,8 @@ class Service:
             )
             stack.pop_all()  # built: from here on the plan's pieces belong to the daemon
         self._apply(plan)
+        if self.replica is not None and isinstance(self.store, PostgresStore):
+            await sync_config(self.store, self.scheduler, plan.config.executions)
         await self.discovery.apply(plan.config.discover)
         self.metrics.reload("ok")
         log.info(
@@ -396,7 +427,8 @@ class Service:
         for key in plan.removed:
             self.scheduler.remove(key)
         self.scheduler.add_many(plan.added, plan.resumed)
-        self.outbox.restore(plan.deliveries)
+        if self.replica is None:  # replicas take deliveries by claiming them
+            self.outbox.restore(plan.deliveries)
 
     def _close_later(self, resource: _Closable, delay_s: float) -> None:
         async def close() -> None:
@@ -414,6 +446,8 @@ class Service:
         """(ready, reason) for /readyz."""
         if self.scheduler.auth_failing:
             return False, "the Blink API rejects the API key (401/403)"
+        if self.replica is not None and self.replica.unreachable is not None:
+            return False, f"the state database is unreachable: {self.replica.unreachable}"
         if not self.store.healthy:
             return False, "the state store is not writable"
         if len(self.scheduler) and self.scheduler.last_ok_at is None:

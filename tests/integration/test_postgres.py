@@ -21,11 +21,11 @@ SCRIPTS = [
 ] + [{"workspace_id": "ws-main", "execution_id": "flaky", "steps": ["!500", "Failed"]}]
 
 
-def on_postgres(config: Path, url: str) -> Path:
+def on_postgres(config: Path, url: str, *, lease: float = 2) -> Path:
     text = config.read_text()
     start = text.index("[state]\n")
     end = text.index("\n", start + len("[state]\n"))
-    config.write_text(text[:start] + f'[state]\nurl = "{url}"\nlease = 2' + text[end:])
+    config.write_text(text[:start] + f'[state]\nurl = "{url}"\nlease = {lease:g}' + text[end:])
     return config
 
 

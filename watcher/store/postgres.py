@@ -222,6 +222,22 @@ class PostgresStore(PgReads):
         op = ("add", (tuple(rows), source, take_over, cursor, time.time()))
         await self._submit(op, wait=True)
 
+    async def drop_unlisted(self, listed: Sequence[ExecutionKey]) -> list[ExecutionKey]:
+        """Remove config-listed watches that ``listed`` no longer has (every replica's)."""
+        await self.flush()
+        gone = await self._fetch(
+            "DELETE FROM watches w WHERE source = 'config' AND NOT EXISTS ("
+            "SELECT 1 FROM unnest(%s::text[], %s::text[]) AS k (ws, ex) "
+            "WHERE k.ws = w.workspace_id AND k.ex = w.execution_id) "
+            "RETURNING workspace_id, execution_id",
+            ([k[0] for k in listed], [k[1] for k in listed]),
+        )
+        keys = [(str(r[0]), str(r[1])) for r in gone]
+        if self.claims is not None:
+            for key in keys:
+                self.claims.held.pop(key, None)
+        return keys
+
     async def drop_cursor(self, rule: str) -> None:
         await self.flush()
         await self._fetch_none("DELETE FROM cursors WHERE rule = %s", (rule,))
