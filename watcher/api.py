@@ -204,6 +204,9 @@ class WatchApi:
         if not 1 <= limit <= PAGE_MAX:
             return error(400, f"limit must be between 1 and {PAGE_MAX}")
         after = query.get("after", "")
+        store = self._service.store
+        if self._service.replica is not None and isinstance(store, PostgresStore):
+            return await self._shared_index(store, after, limit)
         keys = sorted(format_key(k) for k in self._service.scheduler.watched_keys())
         page = [k for k in keys if k > after][: limit + 1]
         more = len(page) > limit
@@ -213,6 +216,27 @@ class WatchApi:
             ws, _, ex = text.partition("/")
             views.append(self._watch_view((ws, ex), "watching"))
         return web.json_response({"watches": views, "next": page[-1] if more else None})
+
+    async def _shared_index(self, store: PostgresStore, after: str, limit: int) -> web.Response:
+        """Every replica's watches (the shared database), a page at a time."""
+        rows = await store.watch_page(after, limit + 1)
+        page = rows[:limit]
+        views = [
+            {
+                "workspace_id": ws,
+                "execution_id": ex,
+                "phase": "watching",
+                "status": "watching",
+                "state": state,
+                "polls": polls,
+                "replica": owner,
+            }
+            for ws, ex, state, polls, owner in page
+        ]
+        more = len(rows) > limit
+        return web.json_response(
+            {"watches": views, "next": format_key(page[-1][:2]) if more else None}
+        )
 
     async def delete(self, request: web.Request) -> web.Response:
         try:

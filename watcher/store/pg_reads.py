@@ -118,6 +118,19 @@ class PgReads:
         # '' is a rule claimed (by a replica) before its first page.
         return None if not rows or not rows[0][0] else str(rows[0][0])
 
+    async def watch_page(
+        self, after: str, limit: int
+    ) -> list[tuple[str, str, str | None, int, str | None]]:
+        """Watches after ``after`` ("ws/id", in code point order), whichever replica holds them."""
+        await self.flush()
+        rows = await self._fetch(
+            "SELECT workspace_id, execution_id, state, polls, owner FROM watches "
+            "WHERE (workspace_id || '/' || execution_id) COLLATE \"C\" > %s "
+            "ORDER BY (workspace_id || '/' || execution_id) COLLATE \"C\" LIMIT %s",
+            (after, limit),
+        )
+        return [(r[0], r[1], r[2], int(r[3]), r[4]) for r in rows]
+
     async def find_watch(self, key: ExecutionKey) -> tuple[str | None, int, str, str | None] | None:
         """(state, polls, source, owner) of a watch, whichever replica holds it."""
         await self.flush()
