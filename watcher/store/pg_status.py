@@ -34,9 +34,13 @@ def connect(shared: SharedState) -> Iterator[Conn]:
     Every driver error, connecting or reading, becomes one StoreError line
     naming the database without its password.
     """
-    import psycopg
-
     where = redacted(shared.url)
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(
+            f"reading state database {where} needs psycopg: pip install 'blink-watcher[postgres]'"
+        ) from None
     password = None if shared.password is None else shared.password.reveal()
     kwargs: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_S}
     if password is not None:
