@@ -1,6 +1,7 @@
 """``blink-watcher deliveries``: list pending and dead-lettered deliveries, or retry the dead.
 
-Reads through a read-only SQLite connection, so it is safe while the daemon runs;
+Reads through a read-only connection to the SQLite state file or the shared
+PostgreSQL database (``[state] url``), so it is safe while daemons run;
 ``--retry-dead`` is the one write, through the store itself.
 """
 
@@ -14,6 +15,7 @@ from typing import Any, Final
 
 from watcher.cli.render import Column, format_ago, table, terminal_width
 from watcher.config import Config
+from watcher.config.shared import SharedState
 from watcher.errors import EX_OK
 from watcher.models import DeliveryRow, rfc3339
 from watcher.store import Store, open_readonly, query_deliveries
@@ -65,26 +67,21 @@ def delivery_table(items: list[DeliveryRow], now_s: float, width: int | None = N
 
 def deliveries(config: Config, *, retry_dead: bool, as_json: bool) -> int:
     """List pending and dead deliveries; ``retry_dead`` queues dead letters again."""
-    if retry_dead:
+    if config.shared_state is not None:
+        items = _shared(config.shared_state, retry_dead=retry_dead)
+    else:
+        if retry_dead:
 
-        async def requeue() -> int:
-            async with Store(config.state_path) as store:
-                return await store.retry_dead()
+            async def requeue() -> int:
+                async with Store(config.state_path) as store:
+                    return await store.retry_dead()
 
-        count = asyncio.run(requeue())
-        if count:
-            print(
-                f"queued {count} dead letter(s) again; a running daemon picks them up within "
-                "a few seconds, a stopped one at its next start",
-                file=sys.stderr,
-            )
-        else:
-            print("no dead letters to retry", file=sys.stderr)
-    db = open_readonly(config.state_path)
-    try:
-        items = query_deliveries(db, ("pending", "dead"))
-    finally:
-        db.close()
+            _requeued(asyncio.run(requeue()))
+        db = open_readonly(config.state_path)
+        try:
+            items = query_deliveries(db, ("pending", "dead"))
+        finally:
+            db.close()
     if as_json:
         print(json.dumps([delivery_dict(d) for d in items], indent=2))
     elif items:
@@ -92,3 +89,33 @@ def deliveries(config: Config, *, retry_dead: bool, as_json: bool) -> int:
     else:
         print("no pending or dead-lettered deliveries")
     return EX_OK
+
+
+def _shared(shared: SharedState, *, retry_dead: bool) -> list[DeliveryRow]:
+    """The open deliveries of the shared database, after queueing its dead letters again."""
+    from watcher.store import pg_status
+    from watcher.store.postgres import PostgresStore
+
+    # Connected (and the schema checked) first: a database the daemon has not
+    # set up yet is reported, not migrated by a retry.
+    with pg_status.connect(shared) as conn:
+        if retry_dead:
+            password = None if shared.password is None else shared.password.reveal()
+
+            async def requeue() -> int:
+                async with PostgresStore(shared.url, password=password, pool_size=1) as store:
+                    return await store.retry_dead()
+
+            _requeued(asyncio.run(requeue()))
+        return pg_status.query_deliveries(conn, ("pending", "dead"))
+
+
+def _requeued(count: int) -> None:
+    if count:
+        print(
+            f"queued {count} dead letter(s) again; a running daemon picks them up within "
+            "a few seconds, a stopped one at its next start",
+            file=sys.stderr,
+        )
+    else:
+        print("no dead letters to retry", file=sys.stderr)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from watcher.config import (
     split_execution,
 )
 from watcher.config.paths import state_base
+from watcher.config.table import Table, read_secret
 from watcher.errors import (
     EX_CONFIG,
     EX_FAILURE,
@@ -115,10 +117,15 @@ def _state_arg(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_state(args: argparse.Namespace) -> Config:
-    """The config for a reader of the state file, which must exist: say where we looked."""
+    """The config for a reader of the state store; a state file must exist: say where we looked.
+
+    ``--state PATH`` reads that SQLite file even when the config names a shared database.
+    """
     config = _load(args, resolve_secrets=False)
     if args.state:
-        return dataclasses.replace(config, state_path=Path(args.state))
+        return dataclasses.replace(config, state_path=Path(args.state), shared_state=None)
+    if config.shared_state is not None:
+        return _with_state_password(config)
     if not config.state_path.exists():
         _, why = state_base(config.file)
         raise StoreError(
@@ -127,6 +134,23 @@ def _load_state(args: argparse.Namespace) -> Config:
             "another file"
         )
     return config
+
+
+def _with_state_password(config: Config) -> Config:
+    """``config`` with the shared database's password read, and no other secret.
+
+    An operator reading the state needs the database, not the Blink API key.
+    """
+    shared = config.shared_state
+    if shared is None or shared.password_source is None:
+        return config
+    try:
+        data = tomllib.loads(Path(config.file).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(config.file, None, f"cannot read it again: {exc}") from None
+    t = Table(config.file, "state", data.get("state") or {})
+    password, _ = read_secret(t, Path(config.file).resolve().parent, True, None, prefix="password")
+    return dataclasses.replace(config, shared_state=dataclasses.replace(shared, password=password))
 
 
 def _load(args: argparse.Namespace, *, resolve_secrets: bool = True) -> Config:

@@ -1,19 +1,79 @@
 """The read side for ``status`` and ``deliveries``: a read-only connection and its queries.
 
 WAL mode lets these read while the daemon writes; every query here uses an
-index, so a long history does not slow ``status`` down.
+index, so a long history does not slow ``status`` down. ``StatusRows`` is what
+``status`` shows as either backend returns it (``watcher.store.pg_status``
+reads the same from PostgreSQL).
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from watcher.errors import StoreError
 from watcher.models import DeliveryRow, DeliveryStatus, ExecutionKey
 from watcher.store.schema import SCHEMA_VERSION, newer_error, version_of
+
+
+class WatchLine(NamedTuple):
+    """A watch as ``status`` lists it; ``owner`` is the replica holding it (PostgreSQL)."""
+
+    workspace_id: str
+    execution_id: str
+    state: str | None
+    polls: int
+    first_seen_at: float
+    changed_at: float
+    source: str  # config, api, or discover:RULE
+    owner: str | None = None
+
+
+class EventLine(NamedTuple):
+    event_id: str
+    workspace_id: str
+    execution_id: str
+    event: str
+    state: str | None
+    created_at: float
+
+
+class RuleLine(NamedTuple):
+    rule: str
+    cursor: str  # the newest created_at taken in (ms), '' before the first page
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaLine:
+    """A daemon sharing the PostgreSQL database; times are unix seconds."""
+
+    id: str
+    host: str
+    started_at: float
+    renewed_at: float
+    lease_until: float
+    live: bool  # lease_until >= the database's now()
+    watches: int  # watches it holds (owner = id)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRows:
+    """Everything ``status`` shows, as the store holds it."""
+
+    watches: list[WatchLine]
+    unanswered: list[ExecutionKey]  # configured, neither watched nor reported yet
+    events: list[EventLine]  # the most recent first
+    rules: list[RuleLine]
+    discovering: dict[str, int]  # watches in progress per "discover:RULE" source
+    counts: dict[str, int]  # deliveries per status
+    reported_total: int
+    open_deliveries: list[DeliveryRow]
+    replicas: list[ReplicaLine] | None = None  # None: one daemon on a SQLite file
+    now: float = 0.0  # the database's clock (PostgreSQL), which leases go by
 
 
 def open_readonly(path: Path) -> sqlite3.Connection:
@@ -85,3 +145,42 @@ def unreported(db: sqlite3.Connection, keys: Iterable[ExecutionKey]) -> list[Exe
         if hit is None:
             found.append(key)
     return found
+
+
+def read_status(
+    db: sqlite3.Connection, executions: Iterable[ExecutionKey], recent: int
+) -> StatusRows:
+    """What ``status`` shows, from a state file; ``recent`` events at most."""
+    watches = [
+        WatchLine(*r)
+        for r in db.execute(
+            "SELECT workspace_id, execution_id, state, polls, first_seen_at, changed_at, source "
+            "FROM watches ORDER BY first_seen_at, workspace_id, execution_id"
+        )
+    ]
+    events = [
+        EventLine(*r)
+        for r in db.execute(
+            "SELECT event_id, workspace_id, execution_id, event, state, created_at FROM events "
+            "ORDER BY created_at DESC LIMIT ?",
+            (recent,),
+        )
+    ]
+    discovering = dict(
+        db.execute(
+            "SELECT source, count(*) FROM watches WHERE source LIKE 'discover:%' GROUP BY source"
+        ).fetchall()
+    )
+    return StatusRows(
+        watches=watches,
+        unanswered=unreported(db, executions),
+        events=events,
+        rules=[
+            RuleLine(r[0], str(r[1]), r[2])
+            for r in db.execute("SELECT rule, cursor, updated_at FROM cursors ORDER BY rule")
+        ],
+        discovering=discovering,
+        counts=dict(db.execute("SELECT status, count(*) FROM deliveries GROUP BY status")),
+        reported_total=reported_total(db),  # pruned events still count: they were reported
+        open_deliveries=query_deliveries(db, ("pending", "dead")),
+    )
