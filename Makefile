@@ -30,6 +30,7 @@ test-systemd: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.postgres
 
 # A wheel and an sdist in dist/: one file to copy to a host (systemd/README.md).
 dist: $(STAMP)

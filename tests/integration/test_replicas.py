@@ -96,6 +96,10 @@ async def test_two_replicas_share_the_watches_and_hand_over_on_sigterm(
         await until(lambda: a.logged("replica.rebalanced"), limit_s=10)
         await until(lambda: all(sim.requests_for("ws-main", i) for i in ids), limit_s=10)
         await until(lambda: len(holders(pg_server, pg_url)) == 2, limit_s=10)
+        shown = await start_daemon("status", "--json", "-c", str(tmp_path / "b" / "config.toml"))
+        status = json.loads((await shown.finish()).stdout)
+        assert sorted(r["id"] for r in status["replicas"]) == sorted(holders(pg_server, pg_url))
+        assert {w["owner"] for w in status["watching"]} == set(holders(pg_server, pg_url))
         a.signal(signal.SIGTERM)
         stopped = await a.finish(timeout=20)
         assert stopped.returncode == 0, stopped.stderr[-2000:]
