@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from watcher.cli.parser import main
 from watcher.config import load_config
 from watcher.errors import ConfigError
 
@@ -52,6 +53,7 @@ def test_sqlite_has_no_shared_state(tmp_path: Path) -> None:
     ("state", "key", "words"),
     [
         ('url = "postgresql://bw:pw@db/x"\n', "state.url", "password"),
+        ('url = "postgresql://bw@db/x?sslmode=require&password=pw"\n', "state.url", "password"),
         ('url = "mysql://db/x"\n', "state.url", "postgresql://"),
         ('url = "postgresql://db"\n', "state.url", "DATABASE"),
         (URL + "lease = 0.5\n", "state.lease", "1 second"),
@@ -71,3 +73,18 @@ def test_mistakes_are_one_line_naming_the_key(
     assert words in text
     assert "\n" not in text
     assert ":pw@" not in text
+    assert "=pw" not in text
+
+
+def test_check_config_shows_the_database_and_never_the_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "pg-password").write_text("s3cret-pw\n")
+    config = write(tmp_path, URL + 'password_file = "pg-password"\nlease = 6\n')
+    assert main(["check-config", "-c", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert 'password = "<redacted, from file pg-password>"' in out
+    assert "lease = 6.0" in out
+    assert "path =" not in out.split("[state]")[1].split("[")[0]
+    assert "# state database: postgresql://" in err
+    assert "s3cret-pw" not in out + err

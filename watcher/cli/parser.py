@@ -183,11 +183,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "check-config":
         config = _load(args)
         sys.stdout.write(effective_config_toml(config))
-        print(
-            f"# state file: {config.state_path} (a relative [state] path resolves in "
-            f"{state_base(config.file)[1]})",
-            file=sys.stderr,
-        )
+        if config.shared_state is not None:
+            print(f"# state database: {config.shared_state.url}", file=sys.stderr)
+        else:
+            print(
+                f"# state file: {config.state_path} (a relative [state] path resolves in "
+                f"{state_base(config.file)[1]})",
+                file=sys.stderr,
+            )
         for warning in config.warnings:
             print(f"# warning: {warning}", file=sys.stderr)
         print(f"# OK: {config.file}", file=sys.stderr)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from watcher.config.model import Secret
 from watcher.config.table import Table, read_secret
@@ -35,7 +35,9 @@ def parse_shared(t: Table, config_dir: Path, resolve: bool) -> SharedState | Non
         return None
     try:
         parts = urlsplit(url)
-        has_password = parts.password is not None
+        has_password = parts.password is not None or any(
+            name.strip().lower() == "password" for name, _ in parse_qsl(parts.query)
+        )
     except ValueError:
         raise t.error("url", "is not a valid URL") from None
     if parts.scheme not in ("postgresql", "postgres") or not parts.path.strip("/"):

@@ -82,9 +82,19 @@ def effective_config_toml(config: Config) -> str:
     out += [f"[watch]  # {len(config.executions)} {noun}", f"max_watches = {config.max_watches}"]
     out += ["executions = ["]
     out += [f"  {_toml_string(format_key(key))}," for key in config.executions] + ["]", ""]
-    out += _section_lines(
-        "[state]", {"path": str(config.state_path), "keep_reported": config.keep_reported_s}
-    )
+    shared = config.shared_state
+    if shared is None:
+        state: dict[str, Any] = {"path": str(config.state_path)}
+    else:
+        source = shared.password_source
+        state = {
+            "url": shared.url,  # never holds a password (refused when loading)
+            "password": None if source is None else f"<redacted, from {source}>",
+            "lease": shared.lease_s,
+            "renew": shared.renew_s,
+            "claim_batch": shared.claim_batch,
+        }
+    out += _section_lines("[state]", {**state, "keep_reported": config.keep_reported_s})
     out += _section_lines(
         "[logging]",
         {"level": config.log_level, "format": config.log_format, "journal": config.log_journal},
