@@ -105,9 +105,14 @@ class Replica:
     async def run(self) -> None:
         while True:
             try:
-                await self.round()
+                # A database that stops answering (a partition, not a refusal) must not
+                # hold the round past the lease: that is when the others take over.
+                async with asyncio.timeout(self.shared.lease_s / 2):
+                    await self.round()
             except StoreError as exc:
                 self._cut_off(str(exc))
+            except TimeoutError:
+                self._cut_off(f"no answer within {self.shared.lease_s / 2:g}s")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._claim_every_s)

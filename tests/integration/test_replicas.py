@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.integration.harness import API_KEY, Daemon, webhook_sink, write_config
+from tests.integration.harness import API_KEY, Daemon, daemon_env, webhook_sink, write_config
 from tests.integration.test_postgres import on_postgres
 from tests.pg import PgServer, free_port, pg_server, pg_url
 from tests.waiting import until
@@ -260,3 +260,62 @@ async def test_the_database_going_away_loses_nothing_and_readyz_says_why(
     assert all(len(found) == 1 for found in delivered_ids(sim).values())
     assert len(sim.delivered_events()) == len(ids)
     run.assert_no_secrets()
+
+
+TOKEN = "wapi-replicas-5eed-token"
+
+
+async def test_the_watch_api_sees_every_replicas_watches(
+    tmp_path: Path, start_daemon: Any, pg_url: str
+) -> None:
+    scripts = [{"workspace_id": "ws-main", "execution_id": "handed", "steps": ["Running"]}]
+    ports = [free_port(), free_port()]
+    env = daemon_env(API_TOKEN=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    async with Simulator(api_key=API_KEY, scripts=scripts) as sim, aiohttp.ClientSession() as http:
+        daemons = []
+        for name, port in zip("ab", ports, strict=True):
+            config = replica_config(tmp_path, sim, pg_url, [], name)
+            server = f'\n[server]\nlisten = "127.0.0.1:{port}"\napi_token_env = "API_TOKEN"\n'
+            config.write_text(config.read_text() + server)
+            daemon: Daemon = await start_daemon("run", "-c", str(config), env=env)
+            await until(lambda d=daemon: d.logged("service.started"), limit_s=20)
+            daemons.append(daemon)
+        for port in ports:
+
+            async def answers(port: int = port) -> bool:
+                try:
+                    async with http.get(f"http://127.0.0.1:{port}/healthz") as resp:
+                        return resp.status == 200
+                except aiohttp.ClientError:
+                    return False
+
+            await until(answers, limit_s=10, what="the listener")
+        a, b = (f"http://127.0.0.1:{p}/v1/watches" for p in ports)
+        async with http.post(a, json={"execution_id": "handed"}, headers=auth) as resp:
+            assert resp.status == 201  # stored, and held by a, which polls it at once
+        await until(lambda: sim.requests_for("ws-main", "handed") > 0, limit_s=10)
+        async with http.get(f"{b}/ws-main/handed", headers=auth) as resp:
+            seen = await resp.json()
+        assert resp.status == 200
+        assert seen["source"] == "api"
+        assert seen["replica"] == replica_of(daemons[0])
+        async with http.get(b, headers=auth) as resp:
+            listed = await resp.json()
+        assert [w["execution_id"] for w in listed["watches"]] == ["handed"]
+        async with http.post(b, json={"execution_id": "handed"}, headers=auth) as resp:
+            assert resp.status == 200  # already watched, by the other replica
+        async with http.delete(f"{b}/ws-main/handed", headers=auth) as resp:
+            assert resp.status == 204
+
+        async def gone_from_a() -> bool:
+            async with http.get(f"{a}/ws-main/handed", headers=auth) as resp:
+                return resp.status == 404
+
+        await until(gone_from_a, limit_s=10, what="a dropped the watch b removed")
+        polls = sim.requests_for("ws-main", "handed")
+        for d in daemons:
+            d.signal(signal.SIGTERM)
+        for d in daemons:
+            assert (await d.finish(timeout=20)).returncode == 0
+        assert sim.requests_for("ws-main", "handed") == polls

@@ -107,6 +107,8 @@ class PostgresStore(PgReads):
         if self._password is not None:
             kwargs["password"] = self._password
         kwargs.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
+        # A peer gone without a word (a partition) is noticed in about 25 s, not minutes.
+        kwargs.update(keepalives=1, keepalives_idle=10, keepalives_interval=5, keepalives_count=3)
         # A database that is down fails a request within seconds, not the pool's 30 s.
         pool = AsyncConnectionPool(
             self.url,
