@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -86,17 +87,18 @@ class Replica:
         log.info("replica.joined", replica=self.claims.me, lease_s=self.shared.lease_s)
 
     async def start(self, executions: Sequence[ExecutionKey]) -> dict[str, int]:
-        """Join, store the config's executions, and claim a first share; counts for the log."""
+        """Join, store the config's executions, claim a first batch; counts for the log.
+
+        The rest of the share is claimed by ``run`` right after, a batch at a
+        time, while the first ones are already being polled: READY does not
+        wait for 100,000 claims.
+        """
         await self.join()
-        reported = await self.store.reported_keys(executions)
-        removed = await sync_config(self.store, self.scheduler, executions)
-        await self.round()
-        return {
-            "watching": len(self.scheduler),
-            "already_finished": len(reported),
-            "removed_from_config": removed,
-            "pending_deliveries": self.outbox.outstanding,
-        }
+        synced = await sync_config(self.store, self.scheduler, executions)
+        await self._renew()
+        self._renew_due = self._clock() + self.shared.renew_s
+        await self.store.using(lambda conn: self._claim(conn, batches=1))
+        return {"watching": len(self.scheduler), **synced}
 
     def nudge(self) -> None:
         """Claim now rather than at the next round (new watches were stored)."""
@@ -207,10 +209,10 @@ class Replica:
             log.info("replica.rebalanced", gave_back=len(keys), holding=len(claims.held))
         await claims.forget_gone(conn)
 
-    async def _claim(self, conn: Any) -> None:
+    async def _claim(self, conn: Any, batches: int = 1_000_000) -> None:
         claims = self.claims
         batch = self.shared.claim_batch
-        while True:  # bounded batches, until the share is held or nothing is free
+        for _ in range(batches):  # bounded batches, until the share is held or none is free
             limit = min(batch, self._room(), self._share - len(claims.held))
             rows = await claims.claim(conn, limit)
             for ws, ex, state, polls, first_seen, source in rows:
@@ -236,20 +238,39 @@ class Replica:
 
 async def sync_config(
     store: PostgresStore, scheduler: Scheduler, executions: Sequence[ExecutionKey]
-) -> int:
-    """Make the shared watch list match the config's executions; how many left it.
+) -> dict[str, int]:
+    """Make the shared watch list match the config's executions; counts for the log.
 
     New ones are stored (and held here, so polled at once); stored ones keep
     their progress and their holder; config-listed ones the config no longer
-    has are removed for every replica (their holders notice at renewal).
+    has are removed for every replica (their holders notice at renewal). The
+    list's digest is stored with it: a replica starting with the list the
+    database already has (the usual restart) skips all of this.
     """
+    digest = list_digest(executions)
+    if await store.setting(LISTED) == digest:
+        return {"config_unchanged": 1}
+    reported = await store.reported_keys(executions)
     now = time.time()
-    await store.add_watches([WatchRow(k, None, 0, now, now) for k in executions], "config")
+    rows = [WatchRow(k, None, 0, now, now) for k in executions if k not in reported]
+    await store.add_watches(rows, "config")
     scheduler.add_many(list(executions), {})  # only those this replica holds
     gone = await store.drop_unlisted(executions)
     for key in gone:
         scheduler.drop(key)
-    return len(gone)
+    await store.set_setting(LISTED, digest)
+    return {"already_finished": len(reported), "removed_from_config": len(gone)}
+
+
+LISTED: Final = "config_executions_sha256"
+
+
+def list_digest(executions: Sequence[ExecutionKey]) -> str:
+    """The config's execution list, order aside, as one SHA-256."""
+    h = hashlib.sha256()
+    for ws, ex in sorted(executions):
+        h.update(f"{ws}/{ex}\n".encode())
+    return h.hexdigest()
 
 
 class _ReplicaCollector:

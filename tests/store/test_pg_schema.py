@@ -24,7 +24,7 @@ async def test_a_fresh_database_gets_the_schema(pg_server: PgServer, pg_url: str
         " WHERE schemaname = 'public'",
         dbname,
     )
-    assert tables == "cursors,deliveries,events,replicas,reported,schema_version,watches"
+    assert tables == "cursors,deliveries,events,replicas,reported,schema_version,settings,watches"
 
 
 async def test_replicas_starting_together_migrate_once(pg_url: str) -> None:

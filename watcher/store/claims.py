@@ -35,7 +35,6 @@ CLAIM_WATCHES: Final = f"""
 WITH due AS (
     SELECT workspace_id, execution_id FROM watches
     WHERE {FREE} AND {LIVE}
-    ORDER BY first_seen_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 from watcher.models import EventRecord, ExecutionKey, WatchRow
-from watcher.store.claims import Claims
+from watcher.store.claims import LIVE, Claims
 
 # ("event", (record, sinks, now)), ("add", (rows, source, take_over, cursor, now)) or
 # ("delivery", (status, attempts, next_attempt_at, last_error, updated_at, event_id, sink)).
@@ -66,22 +66,17 @@ async def write_batch(
             await cur.executemany(
                 "DELETE FROM watches WHERE workspace_id = %s AND execution_id = %s", removals
             )
-        owner = None if claims is None else claims.me
         for index, (kind, args) in enumerate(ops):
             if kind == "event":
-                if claims is not None and not await claims.still_held(cur, args[0].key):
+                if not await write_event(cur, *args, claims=claims):
                     refused.add(index)
-                    continue
-                await write_event(cur, *args, owner=owner)
             elif kind == "add":
                 inserted = await add_watches(cur, *args, claims=claims)
                 if claims is not None:
                     claims.held.update(dict.fromkeys(inserted, 1))
             elif kind == "change":
-                if claims is not None and not await claims.still_held(cur, args[0].key):
+                if not await write_change(cur, *args, claims=claims):
                     refused.add(index)
-                    continue
-                await write_change(cur, *args, owner=owner)
             elif claims is None:
                 await cur.execute(
                     "UPDATE deliveries SET status = %s, attempts = %s, next_attempt_at = %s, "
@@ -108,39 +103,82 @@ def _upsert_args(row: WatchRow) -> tuple[Any, ...]:
     return (*row.key, row.state, row.polls, row.first_seen_at, row.changed_at, _response(row))
 
 
-OUTBOX_ROWS = (
-    "INSERT INTO deliveries (event_id, sink, status, attempts, next_attempt_at, "
-    "updated_at, owner) VALUES (%s, %s, 'pending', 0, %s, %s, %s) ON CONFLICT DO NOTHING"
+# The event and its outbox rows; for an ending, first the one ``reported`` row per
+# execution: a second event for it (another replica's, a retry's) inserts nothing.
+# One statement, one round trip: each data-modifying CTE writes its own table.
+_EVENT_AND_OUTBOX = """
+ev AS (
+    INSERT INTO events
+    SELECT %(id)s, %(ws)s, %(ex)s, %(event)s, %(state)s, %(body)s, %(at)s
+    {only_if} ON CONFLICT DO NOTHING RETURNING event_id
+)
+INSERT INTO deliveries (event_id, sink, status, attempts, next_attempt_at, updated_at, owner)
+SELECT ev.event_id, s, 'pending', 0, %(now)s, %(now)s, %(owner)s
+FROM ev, unnest(%(sinks)s::text[]) AS s
+ON CONFLICT DO NOTHING
+"""
+RECORD_ENDING: Final = (
+    "WITH rep AS (INSERT INTO reported VALUES (%(ws)s, %(ex)s, %(id)s, %(event)s, %(state)s, "
+    "%(at)s) ON CONFLICT DO NOTHING RETURNING 1), "
+    + _EVENT_AND_OUTBOX.format(only_if="WHERE EXISTS (SELECT 1 FROM rep)")
+)
+RECORD_CHANGE: Final = "WITH " + _EVENT_AND_OUTBOX.format(only_if="")
+
+# With replicas, the watch row is changed only under a claim this replica still
+# holds (owner, fence, a live lease), and changing it locks it until the commit.
+_HELD = (
+    "workspace_id = %(ws)s AND execution_id = %(ex)s AND owner = %(me)s AND fence = %(fence)s "
+    f"AND {LIVE}"
+)
+END_HELD_WATCH: Final = f"DELETE FROM watches WHERE {_HELD} RETURNING 1"
+CHANGE_HELD_WATCH: Final = (
+    "UPDATE watches SET state = %(new_state)s, polls = %(polls)s, changed_at = %(changed)s, "
+    f"last_response = %(response)s WHERE {_HELD} RETURNING 1"
 )
 
 
+def _event_params(
+    record: EventRecord, sinks: tuple[str, ...], now: float, claims: Claims | None
+) -> dict[str, Any]:
+    ws, ex = record.key
+    return {
+        "ws": ws,
+        "ex": ex,
+        "id": record.event_id,
+        "event": record.event,
+        "state": record.state,
+        "body": record.body,
+        "at": record.created_at,
+        "now": now,
+        "sinks": list(sinks),
+        "owner": None if claims is None else claims.me,
+        "me": None if claims is None else claims.me,
+        "fence": None if claims is None else claims.held.get(record.key),
+    }
+
+
 async def write_event(
-    cur: Any, record: EventRecord, sinks: tuple[str, ...], now: float, *, owner: str | None
-) -> None:
-    """An event, its outbox rows (held by ``owner``) and the end of its watch."""
-    await cur.execute(
-        "INSERT INTO reported VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (*record.key, record.event_id, record.event, record.state, record.created_at),
-    )
-    if cur.rowcount:
+    cur: Any,
+    record: EventRecord,
+    sinks: tuple[str, ...],
+    now: float,
+    *,
+    claims: Claims | None = None,
+) -> bool:
+    """An event, its outbox rows and the end of its watch; False if the claim was lost."""
+    params = _event_params(record, sinks, now, claims)
+    if claims is None:
         await cur.execute(
-            "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-            (
-                record.event_id,
-                *record.key,
-                record.event,
-                record.state,
-                record.body,
-                record.created_at,
-            ),
+            "DELETE FROM watches WHERE workspace_id = %(ws)s AND execution_id = %(ex)s", params
         )
-        if sinks:
-            await cur.executemany(
-                OUTBOX_ROWS, [(record.event_id, sink, now, now, owner) for sink in sinks]
-            )
-    await cur.execute(
-        "DELETE FROM watches WHERE workspace_id = %s AND execution_id = %s", record.key
-    )
+    else:
+        if params["fence"] is None:
+            return False
+        await cur.execute(END_HELD_WATCH, params)
+        if await cur.fetchone() is None:
+            return False  # taken over (or removed): the holder produces the event
+    await cur.execute(RECORD_ENDING, params)
+    return True
 
 
 async def write_change(
@@ -150,25 +188,26 @@ async def write_change(
     now: float,
     watch: WatchRow,
     *,
-    owner: str | None,
-) -> None:
-    """A state-change event, its outbox rows, and the watch's new state with it."""
-    await cur.execute(
-        "INSERT INTO events VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-        (record.event_id, *record.key, record.event, record.state, record.body, record.created_at),
-    )
-    if cur.rowcount and sinks:
-        await cur.executemany(
-            OUTBOX_ROWS, [(record.event_id, sink, now, now, owner) for sink in sinks]
-        )
-    if owner is None:
+    claims: Claims | None = None,
+) -> bool:
+    """A state-change event, its outbox rows, and the watch's new state; False if lost."""
+    params = _event_params(record, sinks, now, claims)
+    if claims is None:
         await cur.execute(UPSERT_WATCH, _upsert_args(watch))
-    else:  # the row is locked and held (still_held): only its progress changes
-        await cur.execute(
-            "UPDATE watches SET state = %s, polls = %s, changed_at = %s, last_response = %s "
-            "WHERE workspace_id = %s AND execution_id = %s",
-            (watch.state, watch.polls, watch.changed_at, _response(watch), *watch.key),
+    else:
+        if params["fence"] is None:
+            return False
+        params.update(
+            new_state=watch.state,
+            polls=watch.polls,
+            changed=watch.changed_at,
+            response=_response(watch),
         )
+        await cur.execute(CHANGE_HELD_WATCH, params)
+        if await cur.fetchone() is None:
+            return False
+    await cur.execute(RECORD_CHANGE, params)
+    return True
 
 
 ADD_WATCHES = """
@@ -180,9 +219,15 @@ FROM unnest(%(ws)s::text[], %(ex)s::text[], %(state)s::text[], %(polls)s::int[],
             %(first_seen)s::float8[], %(changed)s::float8[])
      AS k (ws, ex, state, polls, first_seen, changed)
 WHERE NOT EXISTS (SELECT 1 FROM reported r WHERE r.workspace_id = k.ws AND r.execution_id = k.ex)
+{only_new}
 ON CONFLICT (workspace_id, execution_id) {conflict}
 RETURNING workspace_id, execution_id, (xmax = 0) AS inserted
 """
+
+
+ONLY_NEW: Final = (
+    "AND NOT EXISTS (SELECT 1 FROM watches w WHERE w.workspace_id = k.ws AND w.execution_id = k.ex)"
+)
 
 
 async def add_watches(
@@ -204,7 +249,9 @@ async def add_watches(
     inserted: list[ExecutionKey] = []
     if rows:
         await cur.execute(
-            ADD_WATCHES.format(conflict=conflict),
+            # Stored ones are left out before inserting (an anti-join, not a conflict
+            # per row); ON CONFLICT still settles a race with another replica.
+            ADD_WATCHES.format(conflict=conflict, only_new="" if take_over else ONLY_NEW),
             {
                 "source": source,
                 "owner": None if claims is None else claims.me,

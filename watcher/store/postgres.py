@@ -240,6 +240,17 @@ class PostgresStore(PgReads):
                 self.claims.held.pop(key, None)
         return keys
 
+    async def setting(self, name: str) -> str | None:
+        rows = await self._fetch("SELECT value FROM settings WHERE name = %s", (name,))
+        return None if not rows else str(rows[0][0])
+
+    async def set_setting(self, name: str, value: str) -> None:
+        await self._fetch_none(
+            "INSERT INTO settings VALUES (%s, %s) ON CONFLICT (name) DO UPDATE SET value = "
+            "excluded.value",
+            (name, value),
+        )
+
     async def drop_cursor(self, rule: str) -> None:
         await self.flush()
         await self._fetch_none("DELETE FROM cursors WHERE rule = %s", (rule,))
