@@ -73,8 +73,16 @@ class Pg:
         return config
 
     def server_ticks(self) -> int:
-        """CPU ticks of every PostgreSQL server process so far (the database's own cost)."""
-        total = 0
+        """CPU ticks the PostgreSQL server has used so far, ended backends included.
+
+        A backend lives as long as its connection: when it exits, the
+        postmaster reaps it and its CPU moves to the postmaster's cutime and
+        cstime, so live processes plus those two count everything.
+        """
+        postmaster = int((self.server.data / "postmaster.pid").read_text().split()[0])
+        stat = Path(f"/proc/{postmaster}/stat").read_text()
+        rest = stat[stat.rindex(")") + 2 :].split()
+        total = int(rest[13]) + int(rest[14])  # cutime, cstime: reaped backends
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue

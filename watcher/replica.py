@@ -24,6 +24,7 @@ import structlog
 from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from watcher import memtrim
 from watcher.config.shared import SharedState
 from watcher.delivery import Outbox
 from watcher.errors import StoreError
@@ -212,15 +213,19 @@ class Replica:
     async def _claim(self, conn: Any, batches: int = 1_000_000) -> None:
         claims = self.claims
         batch = self.shared.claim_batch
+        claimed = 0
         for _ in range(batches):  # bounded batches, until the share is held or none is free
             limit = min(batch, self._room(), self._share - len(claims.held))
             rows = await claims.claim(conn, limit)
-            for ws, ex, state, polls, first_seen, source in rows:
+            for key, state, polls, first_seen, source in rows:
                 if source.startswith(DISCOVER_PREFIX):
-                    self.scheduler.discovered_by[(ws, ex)] = source.removeprefix(DISCOVER_PREFIX)
-                self.scheduler.resume((ws, ex), state, polls, first_seen)
+                    self.scheduler.discovered_by[key] = source.removeprefix(DISCOVER_PREFIX)
+                self.scheduler.resume(key, state, polls, first_seen)
+            claimed += len(rows)
             if len(rows) < batch:
                 break
+        if claimed > batch:
+            memtrim.trim()  # the driver's rows are garbage now: give their pages back
         deliveries = await claims.claim_deliveries(conn, DELIVERY_BATCH)
         if deliveries:
             self.outbox.restore(deliveries)

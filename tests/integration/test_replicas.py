@@ -319,3 +319,44 @@ async def test_the_watch_api_sees_every_replicas_watches(
         for d in daemons:
             assert (await d.finish(timeout=20)).returncode == 0
         assert sim.requests_for("ws-main", "handed") == polls
+
+
+async def test_one_replica_lists_a_rule_and_another_takes_it_over(
+    tmp_path: Path, start_daemon: Any, pg_server: PgServer, pg_url: str
+) -> None:
+    now_ms = int(time.time() * 1000)
+    scripts = [
+        {
+            "workspace_id": "ws-main",
+            "id_prefix": "found-",
+            "count": 300,
+            "steps": ["Running", "Completed"],
+            "created_at": now_ms - 1000,
+            "created_every": 10,  # started over three seconds
+        }
+    ]
+    db = pg_url.rsplit("/", 1)[1]
+    discover = '[[discover]]\nname = "all"\ninterval = 0.05\noverlap = 5.0\nstart = "1h"\n'
+    async with Simulator(api_key=API_KEY, scripts=scripts) as sim:
+        configs = []
+        for name in "ab":
+            config = replica_config(tmp_path, sim, pg_url, [], name)
+            config.write_text(config.read_text() + "\n" + discover)
+            configs.append(config)
+        daemons = [await start(start_daemon, c) for c in configs]
+
+        def holder() -> str:
+            return pg_server.psql("SELECT coalesce(owner, '') FROM cursors WHERE rule = 'all'", db)
+
+        await until(lambda: holder() != "" and len(delivered_ids(sim)) >= 30, limit_s=15)
+        first = holder()
+        victim = next(d for d in daemons if replica_of(d) == first)
+        victim.signal(signal.SIGKILL)  # mid-listing: the other replica resumes its cursor
+        await victim.proc.wait()
+        await until(lambda: holder() not in ("", first), limit_s=15, what="the rule taken over")
+        await until(lambda: len(delivered_ids(sim)) == 300, limit_s=30, what="all 300 found")
+        survivor = next(d for d in daemons if d is not victim)
+        survivor.signal(signal.SIGTERM)
+        assert (await survivor.finish(timeout=20)).returncode == 0
+    assert all(len(found) == 1 for found in delivered_ids(sim).values())
+    assert pg_server.psql("SELECT count(*) FROM reported", db) == "300"

@@ -43,7 +43,7 @@ async def test_replicas_claiming_together_split_the_watches(conns: list[Any]) ->
     for r, c in zip(replicas, conns, strict=True):
         await r.register(c)
     got = await asyncio.gather(*(r.claim(c, 12) for r, c in zip(replicas, conns, strict=True)))
-    keys = [{(w[0], w[1]) for w in rows} for rows in got]
+    keys = [{w[0] for w in rows} for rows in got]
     assert sum(len(k) for k in keys) == 30  # 12 + 12 + 6: bounded batches, nothing twice
     assert set.union(*keys) == {("ws", f"ex-{n}") for n in range(30)}
     assert await replicas[0].claim(conns[0], 10) == []  # all held and live

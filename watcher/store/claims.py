@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -89,8 +90,8 @@ CENSUS: Final = (
 )
 
 
-# (workspace_id, execution_id, state, polls, first_seen_at, source): a watch just claimed.
-ClaimedWatch = tuple[str, str, str | None, int, float, str]
+# (key, state, polls, first_seen_at, source): a watch just claimed.
+ClaimedWatch = tuple[ExecutionKey, str | None, int, float, str]
 
 
 def replica_id() -> str:
@@ -139,11 +140,13 @@ class Claims:
             return []
         cur = await conn.execute(CLAIM_WATCHES, self.params(limit=limit))
         claimed = []
+        intern = sys.intern  # a handful of workspaces, states and sources: one string each
         for ws, ex, state, polls, first_seen, source, fence in await cur.fetchall():
             if fence > 1:
                 self.takeovers += 1  # someone held it before (gave it back, or lost it)
-            self.held[(ws, ex)] = fence
-            claimed.append((ws, ex, state, polls, first_seen, source))
+            key = (intern(ws), ex)
+            self.held[key] = fence
+            claimed.append((key, state, polls, first_seen, intern(source)))
         return claimed
 
     async def claim_deliveries(self, conn: Any, limit: int) -> list[DeliveryRow]:
