@@ -168,7 +168,7 @@ class WatchApi:
         return views, len(added)
 
     async def _elsewhere(self, key: ExecutionKey) -> tuple[str | None, int, str, str | None] | None:
-        """A watch another replica holds: (state, polls, source, replica), or None."""
+        """With replicas, the shared row of ``key``: (state, polls, source, replica), or None."""
         store = self._service.store
         if self._service.replica is None or not isinstance(store, PostgresStore):
             return None
@@ -244,9 +244,11 @@ class WatchApi:
         except InputError as exc:
             return error(400, str(exc))
         service = self._service
-        if key not in service.scheduler and await self._elsewhere(key) is None:
+        stored = await self._elsewhere(key)  # replicas: the shared database's row
+        if key not in service.scheduler and stored is None:
             return error(404, f"{format_key(key)} is not watched")
-        if key in service.config.executions:
+        listed = key in service.config.executions if stored is None else stored[2] == "config"
+        if listed:
             return error(
                 409,
                 f"{format_key(key)} is listed in {service.config.file}: remove it there and reload",

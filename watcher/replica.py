@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import math
 import time
@@ -25,6 +26,7 @@ from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from watcher import memtrim
+from watcher.config import Config
 from watcher.config.shared import SharedState
 from watcher.delivery import Outbox
 from watcher.errors import StoreError
@@ -79,7 +81,7 @@ class Replica:
             registry=metrics.registry,
         )
         metrics.registry.register(_ReplicaCollector(self))
-        scheduler.admit = self.claims.held.__contains__
+        self.claims.held = scheduler.hold_claims()
 
     async def join(self) -> None:
         """Register this replica (at start, before anything is claimed)."""
@@ -265,6 +267,16 @@ async def sync_config(
         scheduler.drop(key)
     await store.set_setting(LISTED, digest)
     return {"already_finished": len(reported), "removed_from_config": len(gone)}
+
+
+def listed_in_database(config: Config) -> Config:
+    """``config`` without its execution list, once the shared database holds it.
+
+    The watches this replica polls come from the database, with keys of their
+    own; keeping the parsed list as well would cost about 120 bytes per
+    execution for nothing (a reload reads the file again).
+    """
+    return dataclasses.replace(config, executions=())
 
 
 LISTED: Final = "config_executions_sha256"

@@ -12,8 +12,8 @@ import asyncio
 import random
 import sys
 import time
-from collections.abc import Awaitable, Callable
-from typing import Final, NoReturn, Protocol
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Final, NoReturn, Protocol, cast
 
 import structlog
 
@@ -87,6 +87,87 @@ class Watch:
         self.active = True
 
 
+class ClaimedWatch(Watch):
+    """A watch of a replica sharing a database: with the fence of its claim (0: none)."""
+
+    __slots__ = ("fence",)
+
+    def __init__(
+        self, key: ExecutionKey, first_seen_at: float, state: str | None = None, polls: int = 0
+    ) -> None:
+        super().__init__(key, first_seen_at, state, polls)
+        self.fence = 0
+
+
+class HeldWatches(MutableMapping[ExecutionKey, int]):
+    """The claims a replica holds, key -> fence, kept on the scheduler's watches.
+
+    A dict of its own beside the scheduler's would cost about 50 bytes per
+    watch; instead each claim's fence is a slot of its ``Watch``, and only the
+    claims not scheduled yet (stored a moment before the scheduler takes them)
+    wait in a small dict of their own.
+    """
+
+    def __init__(self, watches: dict[ExecutionKey, ClaimedWatch]) -> None:
+        self._watches = watches
+        self._waiting: dict[ExecutionKey, int] = {}
+        self._on_watches = 0  # scheduled watches with a claim (fence > 0)
+
+    def scheduled(self, watch: Watch) -> None:
+        """``watch`` joined the scheduler: it takes its claim along, if it has one."""
+        watch = cast(ClaimedWatch, watch)  # a scheduler holding claims makes no other
+        fence = self._waiting.pop(watch.key, 0)
+        if fence:
+            watch.fence = fence
+            self._on_watches += 1
+
+    def unscheduled(self, watch: Watch) -> None:
+        """``watch`` left the scheduler: so does its claim."""
+        watch = cast(ClaimedWatch, watch)
+        if watch.fence:
+            watch.fence = 0
+            self._on_watches -= 1
+
+    def __getitem__(self, key: ExecutionKey) -> int:
+        watch = self._watches.get(key)
+        if watch is not None and watch.fence:
+            return watch.fence
+        return self._waiting[key]
+
+    def __setitem__(self, key: ExecutionKey, fence: int) -> None:
+        watch = self._watches.get(key)
+        if watch is None:
+            self._waiting[key] = fence
+            return
+        if not watch.fence:
+            self._on_watches += 1
+        watch.fence = fence
+
+    def __delitem__(self, key: ExecutionKey) -> None:
+        watch = self._watches.get(key)
+        if watch is not None and watch.fence:
+            self.unscheduled(watch)
+        else:
+            del self._waiting[key]
+
+    def __contains__(self, key: object) -> bool:
+        watch = self._watches.get(key)  # type: ignore[call-overload]
+        return (watch is not None and watch.fence > 0) or key in self._waiting
+
+    def __iter__(self) -> Iterator[ExecutionKey]:
+        yield from [k for k, w in self._watches.items() if w.fence]
+        yield from list(self._waiting)
+
+    def __len__(self) -> int:
+        return self._on_watches + len(self._waiting)
+
+    def clear(self) -> None:
+        for watch in self._watches.values():
+            watch.fence = 0
+        self._on_watches = 0
+        self._waiting.clear()
+
+
 def poll_delay_s(poll: PollConfig, level: int, rng: Callable[[], float] = random.random) -> float:
     """The wait before the next poll: ``interval * backoff**level``, capped, +/- jitter."""
     base = min(poll.max_interval_s, poll.interval_s * poll.backoff**level)
@@ -123,8 +204,11 @@ class Scheduler:
         self._unknown_states: set[str] = set()
         # Which [[discover]] rule found a watch (its events say so); only those are here.
         self.discovered_by: dict[ExecutionKey, str] = {}
-        # Replicas sharing a database: which keys this one may poll (those it holds).
+        # Replicas sharing a database: which keys this one may poll (those it holds),
+        # and the fence of each claim, kept on the watches themselves.
         self.admit: Callable[[ExecutionKey], bool] | None = None
+        self.held: HeldWatches | None = None
+        self._watch_type: type[Watch] = Watch
         self.auth_failing = False
         self.last_ok_at: float | None = None
         self.finished = 0
@@ -163,7 +247,9 @@ class Scheduler:
             elif key not in self._watches:
                 # First poll right away: the global rate limit is what keeps
                 # 100,000 of them from flooding the API.
-                watch = self._watches[key] = Watch(key, now)
+                watch = self._watches[key] = self._watch_type(key, now)
+                if self.held is not None:
+                    self.held.scheduled(watch)
                 self._due.push(0.0, watch)
         if self._watches:
             self.all_done.clear()
@@ -174,8 +260,10 @@ class Scheduler:
         """Resume a stored watch (first poll right away)."""
         if key in self._watches:
             return
-        watch = Watch(key, first_seen_at, None if state is None else sys.intern(state), polls)
-        self._watches[key] = watch
+        state = None if state is None else sys.intern(state)
+        watch = self._watches[key] = self._watch_type(key, first_seen_at, state, polls)
+        if self.held is not None:
+            self.held.scheduled(watch)
         self.all_done.clear()
         self._due.push(0.0, watch)
 
@@ -183,14 +271,26 @@ class Scheduler:
         """Stop watching ``key`` without an event (it left the configuration)."""
         watch = self._watches.pop(key, None)
         if watch is not None:
+            if self.held is not None:
+                self.held.unscheduled(watch)
             watch.active = False  # its heap entry is skipped when it falls due
             self._store.forget_watch(key)
             self._check_done()
+
+    def hold_claims(self) -> HeldWatches:
+        """Poll only the watches this replica claims, keeping each claim on its watch."""
+        assert not self._watches, "before the first watch"
+        self._watch_type = ClaimedWatch
+        self.held = HeldWatches(self._watches)  # type: ignore[arg-type]
+        self.admit = self.held.__contains__
+        return self.held
 
     def drop(self, key: ExecutionKey) -> None:
         """Stop polling ``key`` here, leaving it stored: another replica holds it now."""
         watch = self._watches.pop(key, None)
         if watch is not None:
+            if self.held is not None:
+                self.held.unscheduled(watch)
             watch.active = False
             self.discovered_by.pop(key, None)
             self._check_done()
@@ -438,6 +538,8 @@ class Scheduler:
             return self.poll.max_interval_s
         if self._watches.get(watch.key) is watch:
             del self._watches[watch.key]
+            if self.held is not None:
+                self.held.unscheduled(watch)
             self.discovered_by.pop(watch.key, None)
         watch.active = False
         self.finished += 1

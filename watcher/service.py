@@ -37,7 +37,7 @@ from watcher.errors import EX_CONFIG, ConfigError, NewerSchemaError, StoreError
 from watcher.lock import StateInUseError, StateLock
 from watcher.metrics import Metrics
 from watcher.models import Event, WatchRow, key_fields
-from watcher.replica import Replica, sync_config
+from watcher.replica import Replica, listed_in_database, sync_config
 from watcher.scheduler import Scheduler
 from watcher.sinks import build_sink
 from watcher.store import StateStore, Store
@@ -210,6 +210,7 @@ class Service:
             )
             counts = await self.replica.start(config.executions)
             where["replica"] = self.replica.claims.me
+            self.config = listed_in_database(config)
         else:
             # In its own frame: this frame lives as long as the daemon, and the
             # start-up maps (100,000 stored rows) must not.
@@ -393,6 +394,7 @@ class Service:
         self._apply(plan)
         if self.replica is not None and isinstance(self.store, PostgresStore):
             await sync_config(self.store, self.scheduler, plan.config.executions)
+            self.config = listed_in_database(self.config)
         await self.discovery.apply(plan.config.discover)
         self.metrics.reload("ok")
         log.info(

@@ -275,14 +275,17 @@ TOKEN = "wapi-replicas-5eed-token"
 async def test_the_watch_api_sees_every_replicas_watches(
     tmp_path: Path, start_daemon: Any, pg_url: str
 ) -> None:
-    scripts = [{"workspace_id": "ws-main", "execution_id": "handed", "steps": ["Running"]}]
+    scripts = [
+        {"workspace_id": "ws-main", "execution_id": name, "steps": ["Running"]}
+        for name in ("handed", "listed")
+    ]
     ports = [free_port(), free_port()]
     env = daemon_env(API_TOKEN=TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     async with Simulator(api_key=API_KEY, scripts=scripts) as sim, aiohttp.ClientSession() as http:
         daemons = []
         for name, port in zip("ab", ports, strict=True):
-            config = replica_config(tmp_path, sim, pg_url, [], name)
+            config = replica_config(tmp_path, sim, pg_url, ["listed"], name)
             server = f'\n[server]\nlisten = "127.0.0.1:{port}"\napi_token_env = "API_TOKEN"\n'
             config.write_text(config.read_text() + server)
             daemon: Daemon = await start_daemon("run", "-c", str(config), env=env)
@@ -309,7 +312,11 @@ async def test_the_watch_api_sees_every_replicas_watches(
         assert seen["replica"] == replica_of(daemons[0])
         async with http.get(b, headers=auth) as resp:
             listed = await resp.json()
-        assert [w["execution_id"] for w in listed["watches"]] == ["handed"]
+        assert [w["execution_id"] for w in listed["watches"]] == ["handed", "listed"]
+        for url in (a, b):  # whichever replica holds it: the config is where it is removed
+            async with http.delete(f"{url}/ws-main/listed", headers=auth) as resp:
+                assert resp.status == 409
+                assert "config.toml" in (await resp.json())["error"]
         async with http.post(b, json={"execution_id": "handed"}, headers=auth) as resp:
             assert resp.status == 200  # already watched, by the other replica
         async with http.delete(f"{b}/ws-main/handed", headers=auth) as resp:

@@ -243,4 +243,7 @@ def _run(config: Config, *, exit_when_done: bool) -> int:
 
     wlogging.configure(config.log_level, config.log_format, journal=config.log_journal)
     service = Service(config, exit_when_done=exit_when_done, notifier=Notifier.from_env())
+    # The service owns the configuration now: a replica drops the parsed execution
+    # list once the shared database holds it, and this frame must not keep it alive.
+    del config
     return eventloop.run(service.run())

@@ -22,6 +22,7 @@ import os
 import secrets
 import socket
 import sys
+from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -105,7 +106,8 @@ class Claims:
 
     me: str = field(default_factory=replica_id)
     lease_s: float = 30.0
-    held: dict[ExecutionKey, int] = field(default_factory=dict)
+    # key -> fence; a replica's scheduler keeps them on its watches (HeldWatches).
+    held: MutableMapping[ExecutionKey, int] = field(default_factory=dict)
     rules: set[str] = field(default_factory=set)
     # Deliveries whose outcome the database refused (taken over): the outbox drops them.
     lost_deliveries: set[tuple[str, str]] = field(default_factory=set)
