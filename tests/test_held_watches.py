@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from tests.test_scheduler import FAST, FakeClient, FakeStore, Recorder
-from watcher.scheduler import ClaimedWatch, Scheduler
+from watcher.scheduler import Scheduler
+from watcher.watches import ClaimedWatch
 
 KEY = ("ws", "ex-1")
 OTHER = ("ws", "ex-2")

@@ -12,17 +12,20 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import structlog
 
 from watcher.blink import BlinkClient
 from watcher.config import Config, SinkConfig, WebhookSinkConfig
+from watcher.lock import StateLock
 from watcher.metrics import Metrics
 from watcher.models import DeliveryRow, ExecutionKey, WatchRow
 from watcher.redact import register_secret
 from watcher.sinks import Sink, build_sink
 from watcher.sinks.webhook import url_secrets
 from watcher.store import StateStore
+from watcher.store.postgres import open_shared
 
 log = structlog.get_logger("watcher.components")
 
@@ -127,3 +130,15 @@ async def plan_reload(
     resumed = {row.key: row for row in await store.load_watches() if row.key in adding}
     deliveries = await store.open_deliveries()
     return ReloadPlan(new, client, sinks, removed, added, resumed, deliveries)
+
+
+async def open_state(
+    stack: contextlib.AsyncExitStack, config: Config, factory: Callable[[Path], StateStore]
+) -> tuple[StateStore, dict[str, str]]:
+    """The state store into ``stack``, and where it is (for the start-up log line)."""
+    if config.shared_state is not None:  # PostgreSQL shared by replicas (docs/replicas.md)
+        pg = await stack.enter_async_context(open_shared(config.shared_state))
+        return pg, {"database": pg.where}
+    stack.enter_context(StateLock(config.state_path))  # before the store touches the file
+    store = await stack.enter_async_context(factory(config.state_path))
+    return store, {"state_path": str(config.state_path)}

@@ -25,6 +25,7 @@ from watcher.components import (
     SinkFactory,
     keep_restart_only,
     new_client,
+    open_state,
     plan_reload,
     register_secrets,
 )
@@ -34,14 +35,14 @@ from watcher.delivery import Outbox
 from watcher.discovery.manager import Discovery
 from watcher.discovery.metrics import DiscoveryCollector
 from watcher.errors import EX_CONFIG, ConfigError, NewerSchemaError, StoreError
-from watcher.lock import StateInUseError, StateLock
+from watcher.lock import StateInUseError
 from watcher.metrics import Metrics
 from watcher.models import Event, WatchRow, key_fields
 from watcher.replica import Replica, listed_in_database, sync_config
 from watcher.scheduler import Scheduler
 from watcher.sinks import build_sink
 from watcher.store import StateStore, Store
-from watcher.store.postgres import PostgresStore, open_shared
+from watcher.store.postgres import PostgresStore
 from watcher.systemd import Notifier
 
 log = structlog.get_logger("watcher.service")
@@ -162,15 +163,8 @@ class Service:
         """Open every part of the daemon into ``stack``; False when it cannot start."""
         config = self.config
         shared = config.shared_state
-        pg = None
-        if shared is not None:  # PostgreSQL shared by replicas (docs/replicas.md)
-            pg = await stack.enter_async_context(open_shared(shared))
-            self.store = pg
-            where = {"database": pg.where}
-        else:
-            stack.enter_context(StateLock(config.state_path))  # before the store touches the file
-            self.store = await stack.enter_async_context(self._store_factory(config.state_path))
-            where = {"state_path": str(config.state_path)}
+        self.store, where = await open_state(stack, config, self._store_factory)
+        pg = self.store if isinstance(self.store, PostgresStore) else None
         self.client = await self._client_factory(config, self.metrics).__aenter__()
         # Whichever client is current at the end: a reload may have replaced this one.
         stack.push_async_callback(lambda: self.client.close())

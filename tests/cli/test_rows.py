@@ -7,7 +7,7 @@ import re
 from tests.cli.samples import ANSI, DONE, LIVE, MISSING, NOT_ASKED, events, failed_event
 from watcher.cli.rows import Row, render_line, render_summary, render_table
 from watcher.models import Event
-from watcher.scheduler import Watch
+from watcher.watches import Watch
 
 
 def test_render_table_shows_one_aligned_line_per_execution_and_a_footer() -> None:
