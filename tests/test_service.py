@@ -365,3 +365,26 @@ async def test_the_service_prunes_reported_history_past_keep_reported(
 
     assert set(calls) == {604800.0}  # [state] keep_reported's default
     assert await daemon.stop() == 0
+
+
+async def test_a_store_failing_at_stop_still_stops_cleanly_and_says_what_waits(
+    daemon: Daemon,
+) -> None:
+    daemon.write(["a"])
+    failing = asyncio.Event()
+
+    class FailingAtStop(Store):
+        async def flush(self) -> None:
+            if failing.is_set():
+                raise StoreError("state database: connection refused")
+            await super().flush()
+
+    await daemon.start(store_factory=FailingAtStop)
+    await until(lambda: len(daemon.clients[0].polls) >= 1, what="a first poll")
+    failing.set()
+    with structlog.testing.capture_logs() as logs:
+        assert await daemon.stop() == 0
+    events = [e["event"] for e in logs]
+    assert "store.unsaved_at_stop" in events
+    assert "service.crashed" not in events
+    assert "service.stopped" in events

@@ -297,7 +297,16 @@ class Service:
         # Retired clients and sinks waiting out their grace period close now; the
         # task group waits for them instead of cancelling them half-closed.
         self._stopping.set()
-        await self.store.flush()
+        try:
+            await self.store.flush()
+        except StoreError as exc:
+            # Only progress waits in the queue (events and outcomes are awaited
+            # until stored): the next start polls those watches again.
+            log.error(
+                "store.unsaved_at_stop",
+                reason=str(exc),
+                effect="watch progress since the last write is polled again at the next start",
+            )
         if self.replica is not None:
             await self.replica.leave()  # the others take over now, not after a lease
         log.info(

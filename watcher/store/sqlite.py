@@ -108,7 +108,7 @@ class SQLiteStore:
         if self._conn is not None:
             try:
                 await asyncio.wait_for(self.flush(), _CLOSE_FLUSH_S)
-            except TimeoutError:
+            except (TimeoutError, StoreError):
                 # The disk has refused writes for a while; the next start redoes
                 # the work (polls again, re-sends): at-least-once still holds.
                 log.error("store.unsaved_at_close", watches=len(self._queue.watches))
