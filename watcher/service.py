@@ -300,12 +300,14 @@ class Service:
         try:
             await self.store.flush()
         except StoreError as exc:
-            # Only progress waits in the queue (events and outcomes are awaited
-            # until stored): the next start polls those watches again.
+            # Events are awaited until stored, so what waits in the queue is watch
+            # progress and delivery outcomes: the next start polls those watches
+            # again and may send those deliveries once more, with the same event_id.
             log.error(
                 "store.unsaved_at_stop",
                 reason=str(exc),
-                effect="watch progress since the last write is polled again at the next start",
+                effect="the next start polls some watches again and may repeat some "
+                "deliveries (same event_id); no event is lost",
             )
         if self.replica is not None:
             await self.replica.leave()  # the others take over now, not after a lease
