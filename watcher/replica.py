@@ -228,7 +228,8 @@ class Replica:
                 break
         if claimed > batch:
             memtrim.trim()  # the driver's rows are garbage now: give their pages back
-        deliveries = await claims.claim_deliveries(conn, DELIVERY_BATCH)
+        sinks = [sink.name for sink in self.outbox.current_sinks()]
+        deliveries = await claims.claim_deliveries(conn, DELIVERY_BATCH, sinks)
         if deliveries:
             self.outbox.restore(deliveries)
         await claims.claim_rules(conn, self._rules())

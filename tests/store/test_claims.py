@@ -140,8 +140,10 @@ async def test_a_store_that_lost_its_lease_commits_no_event(pg_url: str, conns: 
         assert [d.event_id for d in await b.open_deliveries()] == ["evt_live"]
         async with a._db().connection() as conn:
             await frozen.rejoin(conn)
-            assert await frozen.claim_deliveries(conn, 10) == []  # live holds it
+            assert await frozen.claim_deliveries(conn, 10, ["hook"]) == []  # live holds it
         await conns[2].execute(EXPIRE, (live.me,))
         async with a._db().connection() as conn:
-            taken = await frozen.claim_deliveries(conn, 10)
+            # A replica without the sink leaves the delivery to one that has it.
+            assert await frozen.claim_deliveries(conn, 10, ["other-sink"]) == []
+            taken = await frozen.claim_deliveries(conn, 10, ["hook"])
         assert [(d.event_id, d.key) for d in taken] == [("evt_live", ("ws", "ex-0"))]

@@ -49,7 +49,7 @@ RETURNING w.workspace_id, w.execution_id, w.state, w.polls, w.first_seen_at, w.s
 CLAIM_DELIVERIES: Final = f"""
 WITH due AS (
     SELECT event_id, sink FROM deliveries
-    WHERE status = 'pending' AND {FREE} AND {LIVE}
+    WHERE status = 'pending' AND sink = ANY(%(sinks)s) AND {FREE} AND {LIVE}
     ORDER BY next_attempt_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
@@ -151,11 +151,15 @@ class Claims:
             claimed.append((key, state, polls, first_seen, intern(source)))
         return claimed
 
-    async def claim_deliveries(self, conn: Any, limit: int) -> list[DeliveryRow]:
-        """Claim up to ``limit`` free pending deliveries, with their event bodies."""
-        if limit <= 0:
+    async def claim_deliveries(self, conn: Any, limit: int, sinks: list[str]) -> list[DeliveryRow]:
+        """Claim up to ``limit`` free pending deliveries to ``sinks``, with their event bodies.
+
+        Only to sinks this replica has: one whose config lacks a sink leaves its
+        deliveries to a replica that has it.
+        """
+        if limit <= 0 or not sinks:
             return []
-        cur = await conn.execute(CLAIM_DELIVERIES, self.params(limit=limit))
+        cur = await conn.execute(CLAIM_DELIVERIES, self.params(limit=limit, sinks=sinks))
         rows = []
         for r in await cur.fetchall():
             if r[12] > 1:
