@@ -47,3 +47,29 @@ async def test_a_newer_schema_is_refused_and_left_alone(pg_server: PgServer, pg_
     assert "db-name" in str(err.value)
     assert "\n" not in str(err.value)
     assert pg_server.psql("SELECT version FROM schema_version", dbname) == str(SCHEMA_VERSION + 1)
+
+
+async def test_a_version_1_database_is_upgraded_in_place_keeping_its_rows(
+    pg_server: PgServer, pg_url: str
+) -> None:
+    from watcher.store.pg_schema import MIGRATIONS
+
+    dbname = pg_url.rsplit("/", 1)[1]
+    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as conn:
+        await conn.execute(MIGRATIONS[0])  # as the first release left it
+        await conn.execute("INSERT INTO schema_version VALUES (1)")
+        await conn.execute(
+            "INSERT INTO watches (workspace_id, execution_id, state, polls, first_seen_at, "
+            "changed_at, owner, lease_until, fence) "
+            "VALUES ('ws', 'ex-1', 'Running', 3, 1.0, 2.0, 'old-replica', now(), 4)"
+        )
+        assert await migrate(conn, "test") == 1
+    assert pg_server.psql("SELECT version FROM schema_version", dbname) == str(SCHEMA_VERSION)
+    row = pg_server.psql("SELECT state, polls, owner, fence FROM watches", dbname)
+    assert row == "Running|3||4"  # kept, and free: its old claim had no lease left
+    columns = pg_server.psql(
+        "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.columns "
+        "WHERE column_name = 'lease_until'",
+        dbname,
+    )
+    assert columns == "replicas"  # the lease moved from each row to its replica

@@ -92,8 +92,10 @@ CREATE TABLE replicas (
 """
 
 # Leases move from each row to its replica: renewing is one row per replica,
-# whatever it holds; a row keeps its owner and fence. ``settings`` holds what
-# replicas agree on, such as the digest of the config's execution list.
+# whatever it holds; a row keeps its owner and fence. Claims made before the
+# upgrade lose their leases with the column, so every row starts free.
+# ``settings`` holds what replicas agree on, such as the digest of the config's
+# execution list.
 V2: Final = """
 ALTER TABLE replicas ADD COLUMN lease_until timestamptz NOT NULL DEFAULT now();
 ALTER TABLE watches DROP COLUMN lease_until;
@@ -102,6 +104,9 @@ ALTER TABLE cursors DROP COLUMN lease_until;
 CREATE INDEX deliveries_owner ON deliveries (owner) WHERE status = 'pending';
 CREATE INDEX replicas_lease ON replicas (lease_until);
 CREATE TABLE settings (name text PRIMARY KEY, value text NOT NULL);
+UPDATE watches SET owner = NULL WHERE owner IS NOT NULL;
+UPDATE deliveries SET owner = NULL WHERE owner IS NOT NULL;
+UPDATE cursors SET owner = NULL WHERE owner IS NOT NULL;
 """
 
 MIGRATIONS: Final[tuple[str, ...]] = (V1, V2)
