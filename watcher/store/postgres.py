@@ -103,7 +103,9 @@ class PostgresStore(PgReads):
         import psycopg
         from psycopg_pool import AsyncConnectionPool
 
-        kwargs: dict[str, Any] = {"autocommit": True}
+        # No server-side prepared statements: a pooler in transaction mode (PgBouncer
+        # before 1.21, or without max_prepared_statements) cannot keep them.
+        kwargs: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         if self._password is not None:
             kwargs["password"] = self._password
         kwargs.setdefault("connect_timeout", _CONNECT_TIMEOUT_S)
