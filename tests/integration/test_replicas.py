@@ -90,7 +90,8 @@ def holders(server: PgServer, url: str) -> dict[str, int]:
 async def test_two_replicas_share_the_watches_and_hand_over_on_sigterm(
     tmp_path: Path, start_daemon: Any, pg_server: PgServer, pg_url: str
 ) -> None:
-    scripts = timeline_scripts(40, done_after_s=4.0)
+    # Long enough that b joins while a still holds more than its share (a slow CI too).
+    scripts = timeline_scripts(60, done_after_s=6.0)
     ids = [s["execution_id"] for s in scripts]
     async with Simulator(api_key=API_KEY, scripts=scripts) as sim:
         a = await start(start_daemon, replica_config(tmp_path, sim, pg_url, ids, "a"))
