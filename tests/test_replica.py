@@ -60,6 +60,15 @@ def replica(store: PostgresStore, clock: Clock) -> Replica:
     )
 
 
+async def joined(store: PostgresStore, clock: Clock) -> Replica:
+    """A replica that started and had its first round: it holds all 100 watches."""
+    r = replica(store, clock)
+    await r.start([])
+    await r.round()
+    assert len(r.scheduler) == 100
+    return r
+
+
 async def free(store: PostgresStore) -> int:
     rows = await store._fetch("SELECT count(*) FROM watches WHERE owner IS NULL")
     return int(rows[0][0])
@@ -69,10 +78,7 @@ async def test_a_replica_that_is_joined_gives_back_beyond_its_fair_share(
     store: PostgresStore,
 ) -> None:
     clock = Clock()
-    alone = replica(store, clock)
-    await alone.start([])
-    await alone.round()
-    assert len(alone.scheduler) == 100  # alone: everything
+    alone = await joined(store, clock)  # alone: everything
     other = Claims(lease_s=LEASE_S)
     await store.using(other.register)
     clock.now += LEASE_S / 3  # the next renewal counts two live replicas
@@ -86,9 +92,7 @@ async def test_a_lease_lost_while_frozen_drops_everything_and_rejoins_as_new(
     store: PostgresStore,
 ) -> None:
     clock = Clock()
-    r = replica(store, clock)
-    await r.start([])
-    await r.round()
+    r = await joined(store, clock)
     old = r.claims.me
     await store._fetch_none(  # frozen past its lease, as the database sees it
         "UPDATE replicas SET lease_until = now() - interval '1 second' WHERE id = %s", (old,)
@@ -106,9 +110,7 @@ async def test_past_a_lease_without_the_database_polling_stops(
     store: PostgresStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = Clock()
-    r = replica(store, clock)
-    await r.start([])
-    await r.round()
+    r = await joined(store, clock)
     using = store.using
 
     async def unreachable(work: Any) -> Any:

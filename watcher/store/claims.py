@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from watcher.models import DeliveryRow, ExecutionKey
+from watcher.store.pg_schema import key_arrays
 
 # The rows another replica may take: no owner, or an owner whose lease ran out.
 FREE: Final = "(owner IS NULL OR owner IN (SELECT id FROM replicas WHERE lease_until < now()))"
@@ -211,7 +212,7 @@ class Claims:
         await conn.execute(
             "UPDATE watches w SET owner = NULL FROM unnest(%s::text[], %s::text[]) AS k (ws, ex) "
             "WHERE w.workspace_id = k.ws AND w.execution_id = k.ex AND w.owner = %s",
-            ([k[0] for k in keys], [k[1] for k in keys], self.me),
+            (*key_arrays(keys), self.me),
         )
         for key in keys:
             self.held.pop(key, None)

@@ -8,6 +8,7 @@ from typing import Any, Final
 
 from watcher.models import DeliveryRow, DeliveryStatus, ExecutionKey, Reported, WatchRow
 from watcher.store.base import WatchTuple
+from watcher.store.pg_schema import key_arrays
 
 # Keys per lookup statement (an unnest join), as the SQLite store's chunks.
 LOOKUP_CHUNK: Final = 1000
@@ -56,7 +57,7 @@ class PgReads:
                 "SELECT r.workspace_id, r.execution_id FROM reported r "
                 "JOIN unnest(%s::text[], %s::text[]) AS k (ws, ex) "
                 "ON r.workspace_id = k.ws AND r.execution_id = k.ex",
-                ([k[0] for k in chunk], [k[1] for k in chunk]),
+                key_arrays(chunk),
             )
             found.update((r[0], r[1]) for r in rows)
         return found
@@ -152,7 +153,7 @@ class PgReads:
                 "r.reported_at FROM reported r "
                 "JOIN unnest(%s::text[], %s::text[]) AS k (ws, ex) "
                 "ON r.workspace_id = k.ws AND r.execution_id = k.ex",
-                ([k[0] for k in chunk], [k[1] for k in chunk]),
+                key_arrays(chunk),
             )
             found.update(((r[0], r[1]), Reported(r[2], r[3], r[4], float(r[5]))) for r in rows)
         return found

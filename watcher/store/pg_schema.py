@@ -14,11 +14,13 @@ lease expiries (``replicas.lease_until``), which are the database's own
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import structlog
 
 from watcher.errors import NewerSchemaError
+from watcher.models import ExecutionKey
 
 log = structlog.get_logger("watcher.store")
 
@@ -111,6 +113,15 @@ UPDATE cursors SET owner = NULL WHERE owner IS NOT NULL;
 
 MIGRATIONS: Final[tuple[str, ...]] = (V1, V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def key_arrays(keys: Iterable[ExecutionKey]) -> tuple[list[str], list[str]]:
+    """Keys as the two text arrays an ``unnest(%s::text[], %s::text[]) AS k (ws, ex)`` takes.
+
+    One statement for any number of keys, instead of one per key.
+    """
+    pairs = list(keys)
+    return [ws for ws, _ in pairs], [ex for _, ex in pairs]
 
 
 def newer_error(where: str, version: int) -> NewerSchemaError:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Final
 from watcher.config.shared import SharedState
 from watcher.errors import StoreError
 from watcher.models import DeliveryRow, DeliveryStatus, ExecutionKey
-from watcher.store.pg_schema import SCHEMA_VERSION, newer_error
+from watcher.store.pg_schema import SCHEMA_VERSION, key_arrays, newer_error
 from watcher.store.postgres import redacted
 from watcher.store.readonly import EventLine, ReplicaLine, RuleLine, StatusRows, WatchLine
 
@@ -169,7 +169,7 @@ def _unreported(conn: Conn, keys: list[ExecutionKey]) -> list[ExecutionKey]:
         "WHERE r.workspace_id = k.ws AND r.execution_id = k.ex) "
         "AND NOT EXISTS (SELECT 1 FROM watches w "
         "WHERE w.workspace_id = k.ws AND w.execution_id = k.ex) ORDER BY k.n",
-        ([k[0] for k in keys], [k[1] for k in keys]),
+        key_arrays(keys),
     ).fetchall()
     return [(r[0], r[1]) for r in rows]
 

@@ -29,6 +29,7 @@ from watcher.store import pg_schema
 from watcher.store.base import StateStore
 from watcher.store.claims import Claims
 from watcher.store.pg_reads import PgReads
+from watcher.store.pg_schema import key_arrays
 from watcher.store.pg_writes import Op, write_batch
 
 log = structlog.get_logger("watcher.store")
@@ -234,7 +235,7 @@ class PostgresStore(PgReads):
             "SELECT 1 FROM unnest(%s::text[], %s::text[]) AS k (ws, ex) "
             "WHERE k.ws = w.workspace_id AND k.ex = w.execution_id) "
             "RETURNING workspace_id, execution_id",
-            ([k[0] for k in listed], [k[1] for k in listed]),
+            key_arrays(listed),
         )
         keys = [(str(r[0]), str(r[1])) for r in gone]
         if self.claims is not None:
